@@ -1,0 +1,3 @@
+"""robust: an honest robustness report for image classifiers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from robustbench_cli.cli import main
+
+main()

@@ -1,0 +1,81 @@
+"""The attack contract and its registry.
+
+An attack declares its ``name``, the ``norms`` it supports and what it ``requires`` of a target, takes
+keyword-only hyperparameters, and returns *candidates* from :meth:`Attack.run`. It never decides whether a
+candidate succeeded: the harness projects each one onto the threat model, asks the target again, and only
+then records a success.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import torch
+
+from robustbench_cli.attacks.rng import SampleRng
+from robustbench_cli.targets.base import Capability, Oracle
+from robustbench_cli.threat_model import Norm, ThreatModel
+
+REGISTRY: dict[str, type["Attack"]] = {}
+
+
+def register(cls: type["Attack"]) -> type["Attack"]:
+    if cls.name in REGISTRY:
+        raise ValueError(f"attack {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+@dataclasses.dataclass
+class Goal:
+    """What the attack must achieve per sample: leave ``labels`` (untargeted) or reach them (targeted)."""
+
+    labels: torch.Tensor
+    targeted: bool
+
+    def reached(self, pred: torch.Tensor) -> torch.Tensor:
+        return pred == self.labels if self.targeted else pred != self.labels
+
+    def subset(self, idx) -> "Goal":
+        return Goal(self.labels[idx], self.targeted)
+
+
+class Attack:
+    name: ClassVar[str]
+    family: ClassVar[str]  # gradient | query | transfer | generative | baseline
+    norms: ClassVar[frozenset[Norm]] = frozenset({Norm.LINF, Norm.L2})
+    requires: ClassVar[Capability] = Capability.SCORES
+    summary: ClassVar[str] = ""
+
+    def config(self) -> dict:
+        """The hyperparameters, as recorded in the report."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    def unsupported_reason(self, capabilities: Capability, threat: ThreatModel) -> str | None:
+        """Why this attack cannot run on a target/threat, or None if it can (ART-style check before running)."""
+        missing = [c for c in Capability if c in self.requires and c not in capabilities]
+        if missing:
+            return f"needs {', '.join(c.name.lower() for c in missing)}; the target offers {', '.join(Capability.names(capabilities))}"
+        if threat.norm not in self.norms:
+            return f"supports {', '.join(sorted(n.value for n in self.norms))}, not {threat.norm.value}"
+        return None
+
+    def run(self, oracle: Oracle, x: torch.Tensor, goal: Goal, threat: ThreatModel, rng: SampleRng) -> torch.Tensor:
+        """Return one candidate per row of ``x`` (any value: the harness projects and verifies it)."""
+        raise NotImplementedError  # abstract: every registered attack overrides it
+
+
+def create(name: str, **params) -> Attack:
+    from robustbench_cli.errors import UserError
+
+    if name not in REGISTRY:
+        raise UserError(f"unknown attack {name!r} (known: {', '.join(sorted(REGISTRY))})")
+    try:
+        return REGISTRY[name](**params)
+    except TypeError as e:
+        raise UserError(f"attack {name}: {e}") from None

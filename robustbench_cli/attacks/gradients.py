@@ -1,0 +1,112 @@
+"""Gradient sources: where a gradient attack gets its gradient from.
+
+A gradient attack (FGSM, PGD, ...) is written once and takes a source: exact autograd for white-box targets,
+or a zeroth-order estimate from score queries (NES with antithetic Gaussian directions, SPSA with Rademacher
+directions) for black boxes. Every query goes through the :class:`~robustbench_cli.targets.base.Oracle`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, ClassVar
+
+import torch
+
+from robustbench_cli.attacks.base import Goal
+from robustbench_cli.attacks.rng import SampleRng
+from robustbench_cli.targets.base import Capability, Oracle
+
+LossFn = Callable[[torch.Tensor, Goal], torch.Tensor]
+
+
+class GradientSource:
+    name: ClassVar[str]
+    requires: ClassVar[Capability]
+
+    def queries_per_step(self) -> int:
+        return 1
+
+    def config(self) -> dict:
+        return {"source": self.name, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
+
+    def value_and_grad(self, oracle: Oracle, x: torch.Tensor, rows: torch.Tensor, goal: Goal, loss_fn: LossFn,
+                       rng: SampleRng) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Loss per row at ``x``, its gradient (estimate) and the logit-like scores at ``x``."""
+        raise NotImplementedError  # abstract: Autograd, NES and SPSA implement it
+
+
+class Autograd(GradientSource):
+    """Exact gradient by backpropagation (white-box targets)."""
+
+    name = "autograd"
+    requires = Capability.GRADIENTS
+
+    def value_and_grad(self, oracle, x, rows, goal, loss_fn, rng):
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            z = oracle.forward(x, rows)
+            loss = loss_fn(z, goal)
+            (grad,) = torch.autograd.grad(loss.sum(), x)
+        return loss.detach(), grad.detach(), z.detach()
+
+
+class _ZerothOrder(GradientSource):
+    requires = Capability.SCORES
+
+    def __init__(self, *, samples: int = 50, sigma: float = 1e-3, max_rows: int = 8192):
+        if samples < 1 or sigma <= 0:
+            raise ValueError("samples must be >= 1 and sigma > 0")
+        self.samples = samples
+        self.sigma = sigma
+        self._max_rows = max_rows
+
+    def queries_per_step(self) -> int:
+        return 2 * self.samples + 1
+
+    def _directions(self, rng: SampleRng, rows, shape) -> torch.Tensor:
+        raise NotImplementedError  # abstract: NES draws Gaussians, SPSA Rademacher signs
+
+    def value_and_grad(self, oracle, x, rows, goal, loss_fn, rng):
+        n, q = len(x), self.samples
+        per = max(1, self._max_rows // (2 * q + 1))
+        losses, grads, zs = [], [], []
+        for s in range(0, n, per):
+            xs, rs = x[s : s + per], rows[s : s + per]
+            m = len(xs)
+            u = self._directions(rng, rs.tolist(), (q, *x.shape[1:])).to(x.device)  # (m, q, ...)
+            probes = torch.cat([xs[:, None], xs[:, None] + self.sigma * u, xs[:, None] - self.sigma * u], dim=1)
+            owner = rs.repeat_interleave(2 * q + 1)
+            z = oracle.logits(probes.flatten(0, 1), owner).view(m, 2 * q + 1, -1)
+            g = goal.subset(slice(s, s + per))
+            lab = g.labels.repeat_interleave(2 * q + 1)
+            loss = loss_fn(z.flatten(0, 1), Goal(lab, g.targeted)).view(m, 2 * q + 1)
+            diff = (loss[:, 1 : q + 1] - loss[:, q + 1 :]) / (2 * self.sigma)  # (m, q)
+            grad = (diff.view(m, q, *[1] * (x.dim() - 1)) * u).mean(dim=1)
+            grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)  # rows out of budget: no step
+            losses.append(loss[:, 0])
+            grads.append(grad)
+            zs.append(z[:, 0])
+        return torch.cat(losses), torch.cat(grads), torch.cat(zs)
+
+
+class NES(_ZerothOrder):
+    """Natural Evolution Strategies estimate (Ilyas et al. 2018): antithetic Gaussian directions."""
+
+    name = "nes"
+
+    def _directions(self, rng, rows, shape):
+        return rng.normal(shape, rows)
+
+
+class SPSA(_ZerothOrder):
+    """Simultaneous Perturbation Stochastic Approximation (Spall 1992; Uesato et al. 2018): Rademacher directions."""
+
+    name = "spsa"
+
+    def __init__(self, *, samples: int = 50, sigma: float = 1e-2, max_rows: int = 8192):
+        super().__init__(samples=samples, sigma=sigma, max_rows=max_rows)
+
+    def _directions(self, rng, rows, shape):
+        return rng.rademacher(shape, rows)
+
+
+SOURCES = {"autograd": Autograd, "nes": NES, "spsa": SPSA}

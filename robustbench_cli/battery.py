@@ -1,0 +1,242 @@
+"""Named, versioned batteries of attacks, and the harness that runs them in cascade and verifies every success.
+
+The cascade (as in AutoAttack): each attack sees only the samples still robust after the attacks before it.
+The harness, not the attack, decides success: it projects each candidate onto the epsilon ball and the input
+box, asks the target again (a counted query), and records a success only when the target's answer meets the
+goal. A robust accuracy is the fraction of samples no attack could break this way: an upper bound on the truth.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from robustbench_cli.attacks import Attack, Goal, create
+from robustbench_cli.attacks.rng import SampleRng
+from robustbench_cli.data import EvalSet
+from robustbench_cli.errors import DataError, TargetError, UserError
+from robustbench_cli.results import AttackOutcome, Evaluation, ThreatResult
+from robustbench_cli.targets.base import Capability, Oracle, Target
+from robustbench_cli.threat_model import ThreatModel
+
+
+@dataclass
+class Entry:
+    label: str
+    attack: str
+    params: dict = field(default_factory=dict)
+    black_box_only: bool = False  # a query attack that adds nothing where exact gradients are available
+
+    def build(self) -> Attack:
+        return create(self.attack, **self.params)
+
+
+@dataclass
+class Battery:
+    name: str
+    version: int
+    entries: list[Entry]
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def config(self) -> dict:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "attacks": [{"label": e.label, "attack": e.attack, "black_box_only": e.black_box_only, **e.build().config()}
+                        for e in self.entries],
+        }
+
+    def applicable_to(self, target: Target, threat: ThreatModel) -> tuple[list[tuple[Entry, Attack]], list[tuple[Entry, str]]]:
+        """Split the battery into attacks that can run on ``target`` and attacks skipped, with the reason."""
+        runnable, skipped = [], []
+        for e in self.entries:
+            attack = e.build()
+            reason = attack.unsupported_reason(target.capabilities, threat)
+            if reason is None and e.black_box_only and Capability.GRADIENTS in target.capabilities:
+                reason = "white-box target: the gradient attacks cover it (name it in --attacks to run it anyway)"
+            (skipped.append((e, reason)) if reason else runnable.append((e, attack)))
+        return runnable, skipped
+
+
+# Presets: change an entry and you must bump the version, so that numbers stay comparable by name.
+PRESETS: dict[str, Battery] = {
+    b.name: b
+    for b in [
+        Battery("quick", 1, [
+            Entry("fgsm", "fgsm"),
+            Entry("pgd", "pgd", {"steps": 10}),
+            Entry("pgd-nes", "pgd-nes", {"steps": 20, "samples": 10}, black_box_only=True),
+        ]),
+        Battery("default", 1, [
+            Entry("fgsm", "fgsm"),
+            Entry("pgd", "pgd", {"steps": 40}),
+            Entry("pgd-margin", "pgd", {"steps": 40, "loss": "margin"}),
+            Entry("pgd-nes", "pgd-nes", {"steps": 50, "samples": 20}, black_box_only=True),
+        ]),
+    ]
+}
+
+
+def get_battery(preset: str, attacks: list[str] | None = None) -> Battery:
+    """A preset, or an ad-hoc battery from attack names (``--attacks fgsm,pgd``) with their defaults."""
+    if attacks:
+        entries = [Entry(a, a) for a in attacks]
+        for e in entries:
+            e.build()  # unknown names fail here, before any work
+        return Battery("custom", 1, entries)
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+    return PRESETS[preset]
+
+
+# ------------------------------------------------------------------------------------------------
+def check_compatible(target: Target, data: EvalSet) -> None:
+    """Refuse before any attack runs when the data cannot be fed to the target or its labels do not fit."""
+    if not target.accepts(data.sample_shape):
+        raise DataError(
+            f"data {data.name} has inputs of shape {'x'.join(map(str, data.sample_shape))} "
+            f"but the model {target.name} takes {target.expected_shape_text()}"
+        )
+    if target.num_classes is None:
+        probe = torch.as_tensor(data.x[:1]).to(target.device)
+        try:
+            target.num_classes = int(target.scores(probe).shape[1])
+        except TargetError:
+            raise
+        except RuntimeError as e:
+            msg = str(e).strip().splitlines()[0]
+            raise DataError(f"the model {target.name} rejects inputs of shape {tuple(data.x.shape[1:])}: {msg}") from None
+    if len(data) and int(data.y.max()) >= target.num_classes:
+        raise DataError(
+            f"data {data.name} has label {int(data.y.max())} but the model has {target.num_classes} classes (0..{target.num_classes - 1})"
+        )
+
+
+def choose_goal(spec: str | None, labels: np.ndarray, clean_scores: torch.Tensor, k: int, seed: int, ids) -> tuple[np.ndarray, np.ndarray]:
+    """Goal classes and eligibility: untargeted leaves the label; targeted reaches random / least-likely / class k."""
+    if spec is None:
+        return labels.copy(), np.ones(len(labels), dtype=bool)
+    if spec == "random":
+        offs = SampleRng(seed, "target-class", ids).integers(k - 1).numpy()
+        return (labels + 1 + offs) % k, np.ones(len(labels), dtype=bool)
+    if spec in ("least-likely", "ll"):
+        return clean_scores.argmin(dim=1).cpu().numpy().astype(np.int64), np.ones(len(labels), dtype=bool)
+    try:
+        cls = int(spec)
+    except ValueError:
+        raise UserError(f"--targeted must be random, least-likely or a class index, got {spec!r}") from None
+    if not 0 <= cls < k:
+        raise UserError(f"--targeted class {cls} is outside the model's classes 0..{k - 1}")
+    # samples of the target class itself have nothing to reach: they are left out of n
+    return np.full(len(labels), cls, dtype=np.int64), labels != cls
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def _verify(oracle: Oracle, target: Target, threat: ThreatModel, cand: torch.Tensor, x0: torch.Tensor,
+            goal: Goal, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Project candidates into the threat model, re-query the target, and judge them. Never trust the attack."""
+    cand = torch.where(torch.isfinite(cand), cand, x0)
+    cand = threat.project(cand.to(x0.dtype), x0, target.bounds)
+    inside = threat.contains(cand, x0, target.bounds)
+    pred = oracle.predict(cand, rows).to(x0.device)
+    success = goal.reached(pred) & inside
+    return success, pred, cand
+
+
+def evaluate(
+    target: Target,
+    data: EvalSet,
+    threats: list[ThreatModel],
+    battery: Battery,
+    *,
+    seed: int = 0,
+    batch_size: int = 256,
+    targeted: str | None = None,
+    queries: int | None = None,
+    progress: Progress | None = None,
+) -> Evaluation:
+    check_compatible(target, data)
+    if batch_size <= 0:
+        raise UserError(f"--batch-size must be > 0, got {batch_size}")
+    if queries is not None and queries <= 0:
+        raise UserError(f"--queries must be > 0, got {queries}")
+    for threat in threats:
+        threat.check_against_dim(int(np.prod(data.sample_shape)))
+    device = target.device
+    x_all = torch.as_tensor(data.x).to(device)
+    labels = data.y
+    t0 = time.perf_counter()
+    clean_scores = target.scores(x_all) if len(x_all) else torch.zeros((0, target.num_classes))
+    if not bool(torch.isfinite(clean_scores).all()):
+        raise TargetError(f"the model {target.name} returns NaN or inf on clean inputs")
+    target.detect_output_kind(clean_scores[: min(len(clean_scores), 512)])
+    clean_pred = clean_scores.argmax(dim=1).cpu().numpy().astype(np.int64)
+    clean_seconds = time.perf_counter() - t0
+
+    out = Evaluation(target=target.describe(), results=[], clean_seconds=clean_seconds)
+    for ti, threat in enumerate(threats):
+        is_targeted = threat.targeted or targeted is not None
+        spec = (targeted or "random") if is_targeted else None
+        goal_np, eligible = choose_goal(spec, labels, clean_scores, target.num_classes, seed, data.ids)
+        correct = (clean_pred == labels) & eligible
+        if is_targeted:  # a sample already predicted as its target class has nothing to reach
+            correct &= clean_pred != goal_np
+        n = len(labels)
+        res = ThreatResult(
+            target=target.name, threat=threat, ids=data.ids.copy(), labels=labels.copy(), clean_pred=clean_pred,
+            goal=goal_np, eligible=eligible, robust=correct.copy(), adv_pred=np.full(n, -1, dtype=np.int64),
+            distance=np.full(n, np.nan), queries=np.zeros(n, dtype=np.int64), broken_by=[None] * n,
+        )
+        goal_all = Goal(torch.as_tensor(goal_np, device=device), is_targeted)
+        runnable, skipped = battery.applicable_to(target, threat)
+        tt0 = time.perf_counter()
+        for ai, (entry, attack) in enumerate(runnable):
+            todo = np.flatnonzero(res.robust)
+            outcome = AttackOutcome(entry.label, attack.name, attack.family, attack.config(), attempted=len(todo),
+                                    queries=np.zeros(n, dtype=np.int64))
+            a0 = time.perf_counter()
+            done = 0
+            for b in range(0, len(todo), batch_size):
+                idx = todo[b : b + batch_size]
+                idx_t = torch.as_tensor(idx, device=device)
+                x0 = x_all[idx_t]
+                goal = goal_all.subset(idx_t)
+                # one query of each sample's budget is kept back for the harness's verification
+                oracle = Oracle(target, len(idx), budget=None if queries is None else max(queries - 1, 0))
+                rng = SampleRng(seed, f"{threat.name}/{entry.label}", data.ids[idx], device)
+                cand = attack.run(oracle, x0, goal, threat, rng)
+                if queries is not None:
+                    oracle.budget = queries
+                success, pred, cand = _verify(oracle, target, threat, cand, x0, goal, torch.arange(len(idx)))
+                hit = success.cpu().numpy()
+                broke = idx[hit]
+                res.robust[broke] = False
+                res.adv_pred[broke] = pred.cpu().numpy()[hit]
+                res.distance[broke] = threat.distance(cand, x0).cpu().numpy()[hit]
+                for i in broke:
+                    res.broken_by[i] = entry.label
+                outcome.broken += int(hit.sum())
+                outcome.queries[idx] = oracle.used.numpy()
+                done += len(idx)
+                if progress:
+                    progress(f"{target.name} {threat.name} {entry.label}", done, len(todo))
+            outcome.seconds = time.perf_counter() - a0
+            res.queries += outcome.queries
+            outcome.robust_after = res.robust_accuracy
+            res.attacks.append(outcome)
+            if progress and not len(todo):
+                progress(f"{target.name} {threat.name} {entry.label}", 0, 0)
+        for entry, reason in skipped:
+            res.attacks.append(AttackOutcome(entry.label, entry.attack, entry.build().family, entry.build().config(), skipped=reason))
+        res.seconds = time.perf_counter() - tt0
+        out.results.append(res)
+    return out

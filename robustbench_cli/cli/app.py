@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import contextlib
+import time
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from robustbench_cli import __version__
+from robustbench_cli.errors import UserError
+
+EXIT_OK, EXIT_GATE, EXIT_ERROR = 0, 1, 2
+
+app = typer.Typer(
+    name="robust",
+    help="An honest robustness report for image classifiers: ONNX black boxes and PyTorch/timm white boxes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def user_errors(debug: bool):
+    """Map failures to one line on stderr and exit code 2; --debug shows the traceback."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        err.print("[red]error:[/red] interrupted")
+        raise typer.Exit(EXIT_ERROR) from None
+    except UserError as e:
+        if debug:
+            traceback.print_exc()
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    except Exception as e:  # anything else is our fault or the model's: still one line and exit 2
+        if debug:
+            traceback.print_exc()
+        err.print(f"[red]internal error:[/red] {e.__class__.__name__}: {e} (run with --debug for the traceback)",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"robust {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False):
+    pass
+
+
+def _floats(text: Optional[str], what: str) -> Optional[list[float]]:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise UserError(f"{what} must be comma-separated numbers, e.g. 0.485,0.456,0.406; got {text!r}") from None
+
+
+def make_progress(console: Console):
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=console, transient=False)
+    tasks: dict[str, int] = {}
+
+    def update(desc: str, done: int, total: int):
+        if desc not in tasks:
+            tasks[desc] = progress.add_task(desc, total=max(total, 1))
+        progress.update(tasks[desc], completed=done if total else 1, total=max(total, 1))
+
+    return progress, update
+
+
+from robustbench_cli.cli import commands as _commands  # noqa: E402,F401  (registers the commands)
+
+
+def main() -> None:
+    """Console entry point: Typer's standalone mode (usage errors exit 2); commands map their own errors."""
+    app()

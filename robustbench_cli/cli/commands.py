@@ -1,0 +1,148 @@
+"""The commands: ``scan`` (the main job), ``demo`` (the embedded default), ``attacks`` (what can run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from robustbench_cli.cli.app import _floats, app, make_progress, user_errors
+from robustbench_cli.errors import UserError
+
+out = Console()
+err = Console(stderr=True)
+
+DEFAULT_REPORT_DIR = Path("robust-report")
+
+Models = Annotated[list[str], typer.Argument(
+    help="Models: model.onnx (black box), file.py:factory or package.module:attr (with --weights), a TorchScript file, "
+         "or timm:NAME. file.py:factory imports and runs that Python file: only point it at code you trust.",
+    show_default=False)]
+
+
+def _finish(report: dict, outputs: list[Path]) -> None:
+    from robustbench_cli.reports import write_reports
+    from robustbench_cli.reports.console import render_summary
+
+    render_summary(report, out)
+    written = write_reports(report, outputs)
+    out.print("reports: " + ", ".join(str(p) for p in written))
+
+
+@app.command()
+def scan(
+    models: Models,
+    data: Annotated[str, typer.Option(help="Data: mnist, mnist:test, mnist:train, digits, an .npz (x, y), an image folder "
+                                           "(one sub-folder per class), an MNIST IDX images file, or a CIFAR-10 batch.")] = "mnist",
+    eps: Annotated[Optional[list[str]], typer.Option("--eps", help="Linf epsilon (repeatable), e.g. 0.3 or 8/255.")] = None,
+    threat: Annotated[Optional[list[str]], typer.Option("--threat", help="Threat model NORM:EPS[:targeted] (repeatable), e.g. linf:8/255, l2:1.5.")] = None,
+    targeted: Annotated[Optional[str], typer.Option(help="Targeted attacks towards: random, least-likely, or a class index.")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", help="Number of samples (after --offset).")] = None,
+    offset: Annotated[int, typer.Option(help="First sample to use.")] = 0,
+    shuffle: Annotated[bool, typer.Option(help="Shuffle the data with the seed before selecting.")] = False,
+    data_layout: Annotated[Optional[str], typer.Option(help="Layout of the data arrays: nchw or nhwc (detected by default).")] = None,
+    data_scale: Annotated[Optional[float], typer.Option(help="Divide pixel values by this (e.g. 255 for float data in 0..255).")] = None,
+    preset: Annotated[str, typer.Option(help="Battery preset: quick or default.")] = "default",
+    attacks: Annotated[Optional[str], typer.Option(help="Comma-separated attacks instead of a preset (see `robust attacks`).")] = None,
+    queries: Annotated[Optional[int], typer.Option(help="Per-sample query budget for every attack (verification included).")] = None,
+    weights: Annotated[Optional[list[str]], typer.Option(help="Checkpoint (state dict) per PyTorch model, in model order; loaded with weights_only=True.")] = None,
+    weights_key: Annotated[Optional[str], typer.Option(help="Where the state dict sits in the checkpoint, e.g. state_dict.0.")] = None,
+    trust_checkpoint: Annotated[bool, typer.Option(help="Allow full unpickling of checkpoints (runs code inside them).")] = False,
+    num_classes: Annotated[Optional[int], typer.Option(help="Number of classes (timm models and factories that take it).")] = None,
+    mean: Annotated[Optional[str], typer.Option(help="Per-channel mean applied inside PyTorch targets, e.g. 0.485,0.456,0.406.")] = None,
+    std: Annotated[Optional[str], typer.Option(help="Per-channel std applied inside PyTorch targets.")] = None,
+    layout: Annotated[Optional[str], typer.Option(help="ONNX input layout: nchw, nhwc or flat (detected by default).")] = None,
+    output: Annotated[Optional[str], typer.Option(help="ONNX output to read when the model has several.")] = None,
+    access: Annotated[str, typer.Option(help="What the attacker sees: auto, scores, or labels (decision-based).")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed for every random choice; in the report.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Samples attacked at once.")] = 256,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N] for PyTorch targets.")] = "auto",
+    report: Annotated[Optional[list[str]], typer.Option("-o", "--report", help="Report file(s); format from the suffix: .json, .csv, .md. Default robust-report/report.json.")] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+):
+    """Attack MODELS with a battery and report clean and robust accuracy per threat model."""
+    from robustbench_cli.reports import check_outputs
+    from robustbench_cli.scan import ScanConfig, run_scan
+    from robustbench_cli.targets import TargetOptions
+
+    with user_errors(debug):
+        outputs = check_outputs(report or [str(DEFAULT_REPORT_DIR / "report.json")])
+        threats = [*(eps or []), *(threat or [])] or ["linf:0.3"]
+        if any(":" in e for e in (eps or [])):
+            raise UserError("--eps takes a number (Linf); use --threat NORM:EPS for other norms")
+        torch_models = [m for m in models if not m.lower().endswith(".onnx")]
+        if weights and len(weights) != len(torch_models):
+            raise UserError(f"{len(weights)} --weights for {len(torch_models)} PyTorch model(s): give one per PyTorch model, in order")
+        mean_v, std_v = _floats(mean, "--mean"), _floats(std, "--std")
+        wq = iter(weights or [])
+        opts = [
+            TargetOptions(
+                weights=None if m.lower().endswith(".onnx") else next(wq, None), weights_key=weights_key,
+                num_classes=num_classes, mean=None if m.lower().endswith(".onnx") else mean_v,
+                std=None if m.lower().endswith(".onnx") else std_v, layout=layout, output=output, access=access,
+                batch_size=batch_size, device=device, trust_checkpoint=trust_checkpoint,
+            )
+            for m in models
+        ]
+        if (mean_v or std_v) and not torch_models:
+            raise UserError("--mean/--std apply to PyTorch targets; an ONNX graph must contain its own normalisation")
+        cfg = ScanConfig(
+            models=list(models), data=data, threats=threats, n=n, offset=offset, shuffle=shuffle, data_layout=data_layout,
+            data_scale=data_scale, preset=preset, attacks=[a.strip() for a in attacks.split(",") if a.strip()] if attacks else None,
+            targeted=targeted, queries=queries, seed=seed, batch_size=batch_size, target_options=opts,
+        )
+        progress, update = make_progress(err)
+        with progress:
+            rep = run_scan(cfg, progress=update)
+        _finish(rep, outputs)
+
+
+@app.command()
+def demo(
+    n: Annotated[int, typer.Option("--n", help="Held-out MNIST samples to scan.")] = 200,
+    eps: Annotated[str, typer.Option(help="Linf epsilon.")] = "0.2",
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    report_dir: Annotated[Path, typer.Option(help="Folder for report.json, report.csv and report.md.")] = DEFAULT_REPORT_DIR,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+):
+    """Scan the embedded MNIST CNN as a white box (PyTorch) and as its ONNX export (black box), side by side.
+
+    Offline and CPU-only: the model ships inside the package, trained on mnist:train; it is scanned on mnist:test.
+    """
+    from robustbench_cli import zoo
+    from robustbench_cli.reports import check_outputs
+    from robustbench_cli.scan import ScanConfig, run_scan
+    from robustbench_cli.targets import TargetOptions
+
+    with user_errors(debug):
+        outputs = check_outputs([str(report_dir / f"report.{ext}") for ext in ("json", "csv", "md")])
+        cfg = ScanConfig(
+            models=[zoo.SPEC, str(zoo.ONNX)], data="mnist:test", threats=[eps], n=n, shuffle=True, seed=seed,
+            target_options=[TargetOptions(weights=str(zoo.WEIGHTS), device="cpu"), TargetOptions()],
+        )
+        err.print(f"robust demo: the embedded MNIST CNN as a white box ({zoo.SPEC}) and as its ONNX export "
+                  f"(black box), {n} held-out digits, Linf eps {eps}")
+        progress, update = make_progress(err)
+        with progress:
+            rep = run_scan(cfg, progress=update)
+        _finish(rep, outputs)
+
+
+@app.command("attacks")
+def list_attacks():
+    """List every attack with the norms it supports and what it needs from a target."""
+    from robustbench_cli.attacks import REGISTRY
+    from robustbench_cli.battery import PRESETS
+    from robustbench_cli.targets.base import Capability
+
+    table = Table(title="robust attacks")
+    for c in ("attack", "family", "norms", "needs", "in presets", "what it does"):
+        table.add_column(c)
+    for name, cls in sorted(REGISTRY.items()):
+        presets = [p.id for p in PRESETS.values() if any(e.attack == name for e in p.entries)]
+        table.add_row(name, cls.family, ", ".join(sorted(n.value for n in cls.norms)),
+                      ", ".join(Capability.names(cls.requires)), ", ".join(presets) or "–", cls.summary)
+    out.print(table)

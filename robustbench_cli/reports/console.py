@@ -1,0 +1,43 @@
+"""The terminal view: a rich table per report, with a legend under it."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from robustbench_cli.reports.frames import summary_frame
+
+
+def _pct(v) -> str:
+    return "–" if v is None or v != v else f"{100 * v:.1f}%"
+
+
+def render_summary(report: dict, console: Console) -> None:
+    df = summary_frame(report)
+    attack_cols = [c for c in df.columns if c.startswith("after:")]
+    table = Table(title=f"robust · battery {report['battery']['name']}@{report['battery']['version']} · "
+                        f"data {report['data']['name']} (n={report['data']['n']}) · seed {report['seed']}")
+    for col, just in [("target", "left"), ("threat", "left"), ("n", "right"), ("clean", "right"), ("robust", "right")]:
+        table.add_column(col, justify=just, style="bold" if col == "robust" else None)
+    for c in attack_cols:
+        table.add_column(c.removeprefix("after:"), justify="right", style="dim")
+    table.add_column("queries/sample", justify="right")
+    table.add_column("time", justify="right")
+    for row in df.to_dict("records"):
+        cells = [str(row["target"]), str(row["threat"]), str(row["n"]), _pct(row["clean_accuracy"]), _pct(row["robust_accuracy"])]
+        cells += ["skipped" if row[c] is None or row[c] != row[c] else _pct(row[c]) for c in attack_cols]
+        q = row["queries_mean"]
+        cells += ["–" if q is None or q != q else f"{q:,.0f}", f"{row['seconds']:.1f}s"]
+        table.add_row(*cells)
+    console.print(table)
+    console.print("[dim]clean: accuracy on unperturbed inputs · robust: accuracy under the whole battery (an upper bound) · "
+                  "attack columns: robust accuracy after that attack in the cascade · queries: model calls per sample, "
+                  "verification included[/dim]")
+    reasons = {}
+    for r in report["results"]:
+        for a in r["attacks"]:
+            if a["skipped"]:
+                reasons.setdefault(a["label"], set()).add(f"{r['target']}: {a['skipped']}")
+    for label, why in reasons.items():
+        for w in sorted(why):
+            console.print(f"[yellow]skipped {label}[/yellow] on {w}")

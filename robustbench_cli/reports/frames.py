@@ -1,0 +1,48 @@
+"""Tables of a report as pandas frames: one source for the console, CSV and Markdown views."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def summary_frame(report: dict) -> pd.DataFrame:
+    """One row per (target, threat): n, clean and robust accuracy, robust accuracy after each attack, queries, time."""
+    rows = []
+    for r in report["results"]:
+        row = {
+            "target": r["target"], "threat": r["threat"], "n": r["n"],
+            "clean_accuracy": r["clean_accuracy"], "robust_accuracy": r["robust_accuracy"],
+        }
+        for a in r["attacks"]:
+            row[f"after:{a['label']}"] = None if a["skipped"] else a["robust_accuracy_after"]
+        row["queries_mean"] = r["queries_mean"]
+        row["seconds"] = r["seconds"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def attacks_frame(report: dict) -> pd.DataFrame:
+    """One row per (target, threat, attack): what each attack of the cascade contributed."""
+    rows = []
+    for r in report["results"]:
+        for a in r["attacks"]:
+            rows.append({
+                "target": r["target"], "threat": r["threat"], "attack": a["label"],
+                "status": "skipped" if a["skipped"] else "ran",
+                "attempted": a["attempted"], "broken": a["broken"],
+                "robust_accuracy_after": a["robust_accuracy_after"],
+                "queries_mean": a.get("queries_mean"), "queries_median_success": a.get("queries_median_success"),
+                "seconds": a["seconds"], "reason": a["skipped"] or "",
+            })
+    return pd.DataFrame(rows)
+
+
+def samples_frame(report: dict) -> pd.DataFrame:
+    """One row per (target, threat, sample)."""
+    parts = []
+    for r in report["results"]:
+        df = pd.DataFrame(r["samples"])
+        df.insert(0, "threat", r["threat"])
+        df.insert(0, "target", r["target"])
+        parts.append(df)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()

@@ -1,0 +1,68 @@
+"""Per-sample results: of one attack within a cascade, and of a whole evaluation of one target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from robustbench_cli.threat_model import ThreatModel
+
+
+@dataclass
+class AttackOutcome:
+    label: str  # unique within the battery, e.g. "pgd-margin"
+    name: str  # registry name, e.g. "pgd"
+    family: str
+    config: dict
+    skipped: str | None = None  # the reason, when the attack could not run on this target/threat
+    attempted: int = 0  # samples still robust when the attack started
+    broken: int = 0  # of those, how many it broke (verified by the harness)
+    seconds: float = 0.0
+    queries: np.ndarray | None = None  # per sample of the evaluation, 0 where not attempted
+    robust_after: float | None = None  # robust accuracy after this attack in the cascade
+
+    def queries_of_broken(self, broken_mask: np.ndarray) -> np.ndarray:
+        return self.queries[broken_mask] if self.queries is not None else np.zeros(0)
+
+
+@dataclass
+class ThreatResult:
+    target: str
+    threat: ThreatModel
+    ids: np.ndarray
+    labels: np.ndarray
+    clean_pred: np.ndarray
+    goal: np.ndarray  # the class to leave (untargeted) or to reach (targeted)
+    eligible: np.ndarray  # samples the threat applies to (targeted at a fixed class excludes that class)
+    robust: np.ndarray  # bool: correct and never verified broken
+    adv_pred: np.ndarray  # int, -1 where not broken
+    distance: np.ndarray  # float, NaN where not broken
+    queries: np.ndarray  # int: queries spent on the sample by all attacks, verification included
+    broken_by: list  # attack label or None
+    attacks: list[AttackOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def n(self) -> int:
+        return int(self.eligible.sum())
+
+    @property
+    def clean_correct(self) -> np.ndarray:
+        return (self.clean_pred == self.labels) & self.eligible
+
+    @property
+    def clean_accuracy(self) -> float:
+        return float(self.clean_correct.sum() / max(self.n, 1))
+
+    @property
+    def robust_accuracy(self) -> float:
+        return float((self.robust & self.eligible).sum() / max(self.n, 1))
+
+
+@dataclass
+class Evaluation:
+    target: dict  # the target's describe()
+    results: list[ThreatResult]
+    clean_seconds: float = 0.0
+    skipped: list[dict] = field(default_factory=list)

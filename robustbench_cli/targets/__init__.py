@@ -1,0 +1,76 @@
+"""Target kinds: ``pytorch`` (white box: modules, TorchScript, timm) and ``onnxrt`` (black box)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from robustbench_cli.errors import TargetError
+from robustbench_cli.targets.base import Capability, LabelOnly, Oracle, Target
+
+__all__ = ["Capability", "LabelOnly", "Oracle", "Target", "TargetOptions", "load_target"]
+
+
+@dataclass
+class TargetOptions:
+    weights: str | None = None
+    weights_key: str | None = None
+    num_classes: int | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    layout: str | None = None
+    output: str | None = None
+    access: str = "auto"  # auto | scores | labels
+    batch_size: int = 256
+    device: str = "auto"
+    trust_checkpoint: bool = False
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TargetError(f"--device {name}: no CUDA device is available here")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise TargetError(f"--device {name!r} is not a device (cpu, cuda, cuda:1, auto)") from None
+
+
+def load_target(spec: str, opts: TargetOptions | None = None) -> Target:
+    """Build a target from a spec: ``model.onnx``, ``file.py:factory``, ``pkg.mod:attr``, a TorchScript file, ``timm:NAME``."""
+    opts = opts or TargetOptions()
+    if opts.batch_size <= 0:
+        raise TargetError(f"--batch-size must be > 0, got {opts.batch_size}")
+    if opts.num_classes is not None and opts.num_classes < 2:
+        raise TargetError(f"--num-classes must be at least 2, got {opts.num_classes}")
+    if spec.lower().endswith(".onnx"):
+        from robustbench_cli.targets.onnxrt import OnnxTarget
+
+        if opts.weights:
+            raise TargetError("an ONNX file carries its weights; --weights is for PyTorch module specs and timm")
+        if opts.mean is not None or opts.std is not None:
+            raise TargetError("--mean/--std apply to PyTorch targets; an ONNX graph must contain its own normalisation")
+        target: Target = OnnxTarget(spec, layout=opts.layout, output=opts.output, batch_size=opts.batch_size)
+    else:
+        from robustbench_cli.targets.pytorch import load_torch_target
+
+        if opts.output is not None:
+            raise TargetError("--output names an ONNX output; it does not apply to PyTorch targets")
+        target = load_torch_target(
+            spec,
+            weights=opts.weights,
+            weights_key=opts.weights_key,
+            num_classes=opts.num_classes,
+            mean=opts.mean,
+            std=opts.std,
+            batch_size=opts.batch_size,
+            device=resolve_device(opts.device),
+            trust_checkpoint=opts.trust_checkpoint,
+        )
+    if opts.access == "labels":
+        target = LabelOnly(target)
+    elif opts.access not in ("auto", "scores"):
+        raise TargetError(f"--access must be scores or labels, got {opts.access!r}")
+    return target

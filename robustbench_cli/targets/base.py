@@ -1,0 +1,219 @@
+"""What attacks see of a model: a :class:`Target` with declared capabilities.
+
+Everything is in [0,1] input space with channels first; a target owns its preprocessing (mean/std), its
+layout conversion (NHWC ONNX models) and its batching (fixed-batch ONNX models are fed in chunks).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robustbench_cli.errors import TargetError
+
+
+class Capability(enum.Flag):
+    LABELS = enum.auto()  # the predicted class only
+    SCORES = enum.auto()  # a score per class (logits or probabilities)
+    GRADIENTS = enum.auto()  # autograd through the model
+
+    @classmethod
+    def names(cls, flags: "Capability") -> list[str]:
+        return [c.name.lower() for c in cls if c in flags]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Target(ABC):
+    """A classifier seen through what its owner exposes."""
+
+    kind: str = "target"
+    capabilities: Capability = Capability.LABELS | Capability.SCORES
+    bounds: tuple[float, float] = (0.0, 1.0)
+
+    def __init__(self, name: str, *, batch_size: int = 256, device: torch.device | None = None):
+        self.name = name
+        self.batch_size = batch_size
+        self.device = device or torch.device("cpu")
+        self.input_shape: tuple[int, ...] | None = None  # channels-first per-sample shape; None: any
+        self.flat_dim: int | None = None  # a model that takes flat vectors of this length
+        self.num_classes: int | None = None
+        self.output_kind: str = "unknown"  # "logits" or "probabilities", detected on clean data
+        self.sha256: str = ""
+        self.details: dict = {}
+
+    # --- queries --------------------------------------------------------------------------------
+    @abstractmethod
+    def _scores_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw outputs for one chunk (at most ``batch_size`` rows)."""
+
+    @torch.no_grad()
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Outputs for any number of inputs, chunked to the target's batch size, on ``self.device``."""
+        if len(x) <= self.batch_size:
+            return self._scores_batch(x)
+        return torch.cat([self._scores_batch(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scores(x).argmax(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable outputs; only targets with GRADIENTS implement it."""
+        raise TargetError(f"{self.name} is a black box: it offers no gradients")
+
+    def as_logits(self, s: torch.Tensor) -> torch.Tensor:
+        """Logit-like scores for the losses: log-probabilities when the model returns probabilities."""
+        if self.output_kind == "probabilities":
+            return s.clamp_min(1e-30).log()
+        return s
+
+    # --- shape checks -----------------------------------------------------------------------------
+    def accepts(self, sample_shape: tuple[int, ...]) -> bool:
+        if self.flat_dim is not None:
+            return int(np.prod(sample_shape)) == self.flat_dim
+        return self.input_shape is None or tuple(sample_shape) == tuple(self.input_shape)
+
+    def expected_shape_text(self) -> str:
+        if self.flat_dim is not None:
+            return f"flat vectors of {self.flat_dim} values"
+        return "x".join(map(str, self.input_shape)) if self.input_shape else "any shape"
+
+    def detect_output_kind(self, s: torch.Tensor) -> str:
+        s = s.double()
+        if bool((s >= 0).all()) and bool(((s.sum(dim=1) - 1).abs() < 1e-3).all()):
+            self.output_kind = "probabilities"
+        else:
+            self.output_kind = "logits"
+        return self.output_kind
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "capabilities": Capability.names(self.capabilities),
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+            "flat_dim": self.flat_dim,
+            "num_classes": self.num_classes,
+            "output_kind": self.output_kind,
+            "sha256": self.sha256,
+            "device": str(self.device),
+            **self.details,
+        }
+
+
+class LabelOnly(Target):
+    """A view of a target that answers only the predicted class (decision-based threat)."""
+
+    capabilities = Capability.LABELS
+
+    def __init__(self, inner: Target):
+        super().__init__(inner.name, batch_size=inner.batch_size, device=inner.device)
+        self.inner = inner
+        self.kind = inner.kind
+        self.input_shape, self.flat_dim = inner.input_shape, inner.flat_dim
+        self.num_classes, self.sha256 = inner.num_classes, inner.sha256
+        self.details = {**inner.details, "access": "labels"}
+
+    def _scores_batch(self, x: torch.Tensor) -> torch.Tensor:
+        # One-hot of the decision: the only information a label-only model gives away.
+        pred = self.inner.scores(x).argmax(dim=1)
+        return torch.nn.functional.one_hot(pred, self.num_classes).to(torch.float32)
+
+    def detect_output_kind(self, s: torch.Tensor) -> str:
+        self.output_kind = "labels"
+        return self.output_kind
+
+
+class Oracle:
+    """The one place where queries are counted: a per-sample ledger around a target.
+
+    Attacks receive an oracle for the batch they attack. Every call names the batch rows its inputs belong
+    to (``rows``; by default one input per row), and the oracle charges each row one query per input. With a
+    per-sample ``budget``, inputs of rows that have spent it are not sent to the model: their scores come back
+    as NaN and the row is marked exhausted. Attacks cannot spend queries without being counted.
+    """
+
+    def __init__(self, target: Target, n: int, *, budget: int | None = None, count_gradients: bool = True):
+        self.target = target
+        self.n = n
+        self.budget = budget
+        self.used = torch.zeros(n, dtype=torch.int64)
+        self.exhausted = torch.zeros(n, dtype=torch.bool)
+        self.count_gradients = count_gradients
+
+    @property
+    def capabilities(self) -> Capability:
+        return self.target.capabilities
+
+    @property
+    def device(self) -> torch.device:
+        return self.target.device
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.target.num_classes)
+
+    def remaining(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Queries each row may still spend (a large number when there is no budget)."""
+        left = (torch.full((self.n,), 2**62, dtype=torch.int64) if self.budget is None else self.budget - self.used)
+        return left if rows is None else left[rows.cpu()]
+
+    def _rows(self, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        if rows is None:
+            if len(x) != self.n:
+                raise ValueError("rows must be given when the inputs do not map one-to-one onto the batch")
+            return torch.arange(self.n)
+        return rows.detach().to("cpu", torch.int64)
+
+    def _charge(self, rows: torch.Tensor) -> torch.Tensor:
+        """Charge one query per input; return the mask of inputs that are within budget."""
+        if self.budget is None:
+            self.used += torch.bincount(rows, minlength=self.n)
+            return torch.ones(len(rows), dtype=torch.bool)
+        # Grant queries in order within each row until its budget is spent.
+        order = torch.argsort(rows, stable=True)
+        sorted_rows = rows[order]
+        first = torch.searchsorted(sorted_rows, sorted_rows, side="left")
+        rank = torch.arange(len(rows)) - first
+        allowed_sorted = rank < (self.budget - self.used[sorted_rows])
+        allowed = torch.empty_like(allowed_sorted)
+        allowed[order] = allowed_sorted
+        self.used += torch.bincount(rows[allowed], minlength=self.n)
+        denied = rows[~allowed]
+        if len(denied):
+            self.exhausted[denied] = True
+        return allowed
+
+    def scores(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        rows = self._rows(x, rows)
+        allowed = self._charge(rows)
+        if bool(allowed.all()):
+            return self.target.scores(x)
+        out = torch.full((len(x), self.num_classes), float("nan"), device=self.device)
+        idx = allowed.nonzero().squeeze(1)
+        if len(idx):
+            out[idx.to(self.device)] = self.target.scores(x[idx.to(x.device)])
+        return out
+
+    def logits(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        return self.target.as_logits(self.scores(x, rows))
+
+    def predict(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        return self.scores(x, rows).argmax(dim=1)
+
+    def forward(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Differentiable logit-like outputs (white-box only); each input costs one query when counted."""
+        if self.count_gradients:
+            self._charge(self._rows(x, rows))
+        return self.target.as_logits(self.target.forward(x))

@@ -1,0 +1,158 @@
+"""Black-box targets: ONNX models run by onnxruntime. Only scores come back; no gradients.
+
+Real exported models come in many shapes: dynamic or fixed batch (fixed batches are fed in padded chunks),
+NCHW or NHWC images (detected from the input shape, ``layout`` overrides), flat ``(N, D)`` or ``(N, D, 1)``
+vectors, logits or probabilities (detected on clean data and recorded), several outputs (``output``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robustbench_cli.errors import TargetError
+from robustbench_cli.targets.base import Capability, Target, file_sha256
+
+_ORT_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
+
+
+def _dim(d):
+    return d if isinstance(d, int) and d > 0 else None
+
+
+class OnnxTarget(Target):
+    kind = "onnx"
+    capabilities = Capability.LABELS | Capability.SCORES
+
+    def __init__(self, path: str, *, layout: str | None = None, output: str | None = None,
+                 batch_size: int = 256, threads: int | None = None):
+        import onnxruntime as ort
+
+        p = Path(path).expanduser()
+        if not p.exists():
+            raise TargetError(f"model {path!r} not found")
+        if p.is_dir():
+            raise TargetError(f"model {path!r} is a folder, not an .onnx file")
+        if p.stat().st_size == 0:
+            raise TargetError(f"model file {path!r} is empty")
+        super().__init__(path, batch_size=batch_size, device=torch.device("cpu"))
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(p), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception classes for every load failure
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            if "external" in msg.lower() or "No such file" in msg:
+                raise TargetError(f"{path}: the model's external data file is missing or unreadable ({msg})") from None
+            if "NOT_IMPLEMENTED" in msg or "Could not find an implementation" in msg or "not a registered" in msg:
+                raise TargetError(f"{path}: uses an operator onnxruntime lacks ({msg})") from None
+            raise TargetError(f"{path}: onnxruntime cannot load it ({msg})") from None
+        self.sha256 = file_sha256(p)
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise TargetError(f"{path}: the model has {len(inputs)} inputs; robust scans single-input classifiers")
+        inp = inputs[0]
+        self.input_name = inp.name
+        self.input_dtype = _ORT_FLOAT_TYPES.get(inp.type)
+        if self.input_dtype is None:
+            raise TargetError(f"{path}: input {inp.name!r} has type {inp.type}; a float image input is needed")
+        shape = list(inp.shape)
+        self.fixed_batch = _dim(shape[0]) if shape else None
+        self.model_shape = shape
+        self._setup_layout(shape, layout, path)
+        outs = self.session.get_outputs()
+        names = [o.name for o in outs]
+        if output is None:
+            self.output_name = names[0]
+        elif output in names:
+            self.output_name = output
+        else:
+            raise TargetError(f"{path}: no output named {output!r} (outputs: {', '.join(names)})")
+        out = outs[names.index(self.output_name)]
+        if out.shape and len(out.shape) >= 2 and _dim(out.shape[-1]):
+            self.num_classes = int(out.shape[-1])
+        self.details = {
+            "onnx_input": {"name": inp.name, "shape": [d if isinstance(d, int) else str(d) for d in shape]},
+            "onnx_output": self.output_name,
+            "onnx_outputs": names,
+            "layout": self.layout,
+            "fixed_batch": self.fixed_batch,
+        }
+
+    def _setup_layout(self, shape, layout, path):
+        rank = len(shape)
+        dims = [_dim(d) for d in shape[1:]]
+        if layout is not None and layout not in ("nchw", "nhwc", "flat"):
+            raise TargetError(f"--layout must be nchw, nhwc or flat, got {layout!r}")
+        if rank == 4:
+            if layout is None:
+                if dims[0] in (1, 3) and dims[2] not in (1, 3):
+                    layout = "nchw"
+                elif dims[2] in (1, 3) and dims[0] not in (1, 3):
+                    layout = "nhwc"
+                elif dims[0] in (1, 3, 4):
+                    layout = "nchw"
+                else:
+                    raise TargetError(f"{path}: cannot tell the layout of input shape {shape}; pass --layout nchw or nhwc")
+            if layout == "flat":
+                raise TargetError(f"{path}: input shape {shape} is an image, not flat")
+            c, h, w = dims if layout == "nchw" else (dims[2], dims[0], dims[1])
+            self.input_shape = (c, h, w) if None not in (c, h, w) else None
+        elif rank == 2 or (rank == 3 and dims[-1] == 1):
+            layout = "flat"
+            self.flat_dim = dims[0]
+            if self.flat_dim is None:
+                raise TargetError(f"{path}: flat input {shape} has no fixed length")
+        elif rank == 3:  # (N, H, W) grey images without a channel axis
+            layout = "nhw"
+            self.input_shape = (1, dims[0], dims[1]) if None not in dims else None
+        else:
+            raise TargetError(f"{path}: input shape {shape} is not an image batch (N,C,H,W), (N,H,W,C) or (N,D)")
+        self.layout = layout
+
+    def _to_model(self, x: torch.Tensor) -> np.ndarray:
+        a = x.detach().to("cpu", torch.float32).numpy()
+        if self.layout == "nhwc":
+            a = a.transpose(0, 2, 3, 1)
+        elif self.layout == "flat":
+            a = a.reshape(len(a), *[_dim(d) or 1 for d in self.model_shape[1:]])
+        elif self.layout == "nhw":
+            a = a.reshape(len(a), *a.shape[-2:])
+        return np.ascontiguousarray(a, dtype=self.input_dtype)
+
+    def _run(self, a: np.ndarray) -> np.ndarray:
+        try:
+            out = self.session.run([self.output_name], {self.input_name: a})[0]
+        except Exception as e:  # onnxruntime's own error types: report them as one line
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            raise TargetError(f"{self.name}: onnxruntime failed on input of shape {a.shape} ({msg})") from None
+        out = np.asarray(out)
+        if out.ndim == 3 and out.shape[1] == 1:
+            out = out[:, 0]
+        if out.ndim != 2:
+            raise TargetError(f"{self.name}: output {self.output_name!r} has shape {out.shape}, not (N, classes)")
+        return out
+
+    def _scores_batch(self, x: torch.Tensor) -> torch.Tensor:
+        a = self._to_model(x)
+        fb = self.fixed_batch
+        if fb is None:
+            out = self._run(a)
+        else:
+            parts = []
+            for i in range(0, len(a), fb):
+                chunk = a[i : i + fb]
+                if len(chunk) < fb:  # pad the last chunk to the fixed batch, then drop the padding
+                    chunk = np.concatenate([chunk, np.zeros((fb - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+                parts.append(self._run(chunk)[: min(fb, len(a) - i)])
+            out = np.concatenate(parts)
+        return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+
+    def ensure_num_classes(self, sample_shape: tuple[int, ...]) -> None:
+        if self.num_classes is None:
+            probe = torch.zeros((1, *sample_shape))
+            self.num_classes = int(self._scores_batch(probe).shape[1])

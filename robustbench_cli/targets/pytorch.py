@@ -1,0 +1,301 @@
+"""White-box targets: PyTorch modules (``file.py:attr``, ``package.module:attr``), TorchScript files and timm.
+
+The module is wrapped with its declared preprocessing ((x - mean) / std inside the target), so attacks and
+epsilon always live in [0,1] input space. Checkpoints load with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pickle
+import sys
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from robustbench_cli.errors import TargetError
+from robustbench_cli.targets.base import Capability, Target, file_sha256
+
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "params", "weights")
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean, std, channels: int | None):
+        super().__init__()
+        mean_t = torch.as_tensor(mean, dtype=torch.float32)
+        std_t = torch.as_tensor(std, dtype=torch.float32)
+        if (std_t <= 0).any():
+            raise TargetError(f"--std values must be > 0, got {list(map(float, std_t))}")
+        if channels is not None and mean_t.numel() not in (1, channels):
+            raise TargetError(f"--mean has {mean_t.numel()} values but the input has {channels} channels")
+        if channels is not None and std_t.numel() not in (1, channels):
+            raise TargetError(f"--std has {std_t.numel()} values but the input has {channels} channels")
+        self.register_buffer("mean", mean_t.view(1, -1, 1, 1) if mean_t.numel() > 1 else mean_t.view(1))
+        self.register_buffer("std", std_t.view(1, -1, 1, 1) if std_t.numel() > 1 else std_t.view(1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class TorchTarget(Target):
+    kind = "torch"
+    capabilities = Capability.LABELS | Capability.SCORES | Capability.GRADIENTS
+
+    def __init__(
+        self,
+        module: nn.Module,
+        name: str,
+        *,
+        mean=None,
+        std=None,
+        input_shape: tuple[int, ...] | None = None,
+        num_classes: int | None = None,
+        batch_size: int = 256,
+        device: torch.device | None = None,
+        kind: str = "torch",
+    ):
+        super().__init__(name, batch_size=batch_size, device=device)
+        self.kind = kind
+        self.input_shape = tuple(input_shape) if input_shape else None
+        self.num_classes = num_classes
+        channels = self.input_shape[0] if self.input_shape and len(self.input_shape) == 3 else None
+        self.preprocess = Normalize(mean, std, channels) if (mean is not None or std is not None) else None
+        if self.preprocess is not None and (mean is None or std is None):
+            self.preprocess = Normalize(mean if mean is not None else [0.0], std if std is not None else [1.0], channels)
+        self.model = module.eval().to(self.device)
+        if self.preprocess is not None:
+            self.preprocess = self.preprocess.to(self.device)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.details = {"mean": None if mean is None else list(map(float, mean)), "std": None if std is None else list(map(float, std))}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.preprocess is not None:
+            x = self.preprocess(x)
+        out = self.model(x)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        if not isinstance(out, torch.Tensor) or out.dim() != 2:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise TargetError(f"{self.name}: the model must return (N, classes) scores, got {shape}")
+        return out.float()
+
+    def _scores_batch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x.to(self.device))
+
+
+# --- loading ------------------------------------------------------------------------------------
+def _import_attr(spec: str):
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr:
+        raise TargetError(f"model {spec!r}: write file.py:factory, package.module:attr, model.onnx, a TorchScript file or timm:NAME")
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        path = Path(target).expanduser()
+        if not path.is_file():
+            raise TargetError(f"model file {target!r} not found")
+        mod_name = f"_robust_user_{path.stem}"
+        spec_obj = importlib.util.spec_from_file_location(mod_name, path)
+        if spec_obj is None or spec_obj.loader is None:
+            raise TargetError(f"cannot import {target}")
+        module = importlib.util.module_from_spec(spec_obj)
+        sys.modules[mod_name] = module
+        try:
+            spec_obj.loader.exec_module(module)
+        except Exception as e:  # the user's own code failed while importing
+            raise TargetError(f"{target}: importing it failed: {e.__class__.__name__}: {e}") from e
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as e:
+            raise TargetError(f"cannot import module {target!r}: {e}") from None
+    if not hasattr(module, attr):
+        raise TargetError(f"{target} has no attribute {attr!r}")
+    return getattr(module, attr)
+
+
+def _build(obj, spec: str, num_classes: int | None) -> nn.Module:
+    if isinstance(obj, nn.Module):
+        return obj
+    if not callable(obj):
+        raise TargetError(f"{spec} is neither an nn.Module nor a class/factory that builds one")
+    try:
+        built = obj(num_classes=num_classes) if num_classes is not None else obj()
+    except TypeError as e:
+        if num_classes is not None:
+            try:
+                built = obj()
+            except Exception as e2:
+                raise TargetError(f"calling {spec}() failed: {e2.__class__.__name__}: {e2}") from e2
+        else:
+            raise TargetError(f"calling {spec}() failed: {e}") from e
+    except Exception as e:
+        raise TargetError(f"calling {spec}() failed: {e.__class__.__name__}: {e}") from e
+    if not isinstance(built, nn.Module):
+        raise TargetError(f"{spec}() returned {type(built).__name__}, not an nn.Module")
+    return built
+
+
+def load_checkpoint(path: str | Path, *, trust: bool = False):
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise TargetError(f"weights file {str(path)!r} not found")
+    if path.is_dir():
+        raise TargetError(f"weights {str(path)!r} is a folder, not a checkpoint file")
+    if path.stat().st_size == 0:
+        raise TargetError(f"weights file {str(path)!r} is empty")
+    try:
+        if trust:
+            warnings.warn(f"--trust-checkpoint: unpickling {path} may run code it contains", stacklevel=2)
+            return torch.load(path, map_location="cpu", weights_only=False)  # noqa: S614 - explicit opt-in
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise TargetError(
+                f"{path}: the checkpoint holds Python objects that need full unpickling, which can run code; "
+                "refused (pass --trust-checkpoint only if you trust its author)"
+            ) from None
+        raise TargetError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise TargetError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
+
+
+def _is_state_dict(obj) -> bool:
+    return isinstance(obj, dict) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def extract_state_dict(obj, path: str, key: str | None = None) -> dict:
+    """Find the state dict in a checkpoint: flat, nested under a known key, or at a dotted ``key``."""
+    if key:
+        for part in key.split("."):
+            try:
+                obj = obj[int(part)] if isinstance(obj, (list, tuple)) else obj[part]
+            except (KeyError, IndexError, ValueError, TypeError):
+                raise TargetError(f"{path}: no entry {part!r} on the way to --weights-key {key!r}") from None
+    if _is_state_dict(obj):
+        return obj
+    if isinstance(obj, dict):
+        for k in STATE_DICT_KEYS:
+            if k in obj:
+                inner = obj[k]
+                if _is_state_dict(inner):
+                    return inner
+                if isinstance(inner, (list, tuple)) and inner and all(_is_state_dict(s) for s in inner):
+                    if len(inner) == 1:
+                        return inner[0]
+                    raise TargetError(
+                        f"{path}: '{k}' holds {len(inner)} state dicts (a cascade or ensemble); pick one with --weights-key {k}.0"
+                    )
+        keys = ", ".join(map(str, list(obj)[:8]))
+        raise TargetError(f"{path}: no state dict found (top-level keys: {keys}); name it with --weights-key")
+    raise TargetError(f"{path}: holds a {type(obj).__name__}, not a state dict")
+
+
+def apply_state_dict(module: nn.Module, sd: dict, path: str) -> None:
+    sd = dict(sd)
+    own = module.state_dict()
+    for prefix in ("module.", "model.", "_orig_mod."):
+        if sd and all(k.startswith(prefix) for k in sd) and not any(k.startswith(prefix) for k in own):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    if missing or unexpected:
+        def show(keys):
+            return ", ".join(keys[:6]) + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {show(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {show(unexpected)}")
+        raise TargetError(f"{path} does not fit the model: " + "; ".join(parts))
+    bad = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own if tuple(sd[k].shape) != tuple(own[k].shape)]
+    if bad:
+        raise TargetError(f"{path} does not fit the model: shape mismatch at " + "; ".join(bad[:4]))
+    module.load_state_dict(sd, strict=True)
+
+
+def is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.split("/", 1)[-1].startswith("code/") or n.endswith("constants.pkl") for n in z.namelist())
+
+
+def load_torch_target(
+    spec: str,
+    *,
+    weights: str | None = None,
+    weights_key: str | None = None,
+    num_classes: int | None = None,
+    mean=None,
+    std=None,
+    batch_size: int = 256,
+    device: torch.device | None = None,
+    trust_checkpoint: bool = False,
+) -> TorchTarget:
+    input_shape = None
+    kind = "torch"
+    hashes = []
+    if spec.startswith("timm:"):
+        import timm
+
+        name = spec[5:]
+        if not name:
+            raise TargetError("timm:NAME needs a model name, e.g. timm:resnet18")
+        try:
+            kwargs = {"num_classes": num_classes} if num_classes is not None else {}
+            module = timm.create_model(name, pretrained=False, **kwargs)
+        except RuntimeError as e:
+            raise TargetError(f"timm has no model {name!r} ({e})") from None
+        cfg = getattr(module, "pretrained_cfg", None) or getattr(module, "default_cfg", {}) or {}
+        if "input_size" in cfg:
+            input_shape = tuple(cfg["input_size"])
+        if mean is None and std is None and "mean" in cfg:
+            mean, std = list(cfg["mean"]), list(cfg["std"])
+        num_classes = num_classes or getattr(module, "num_classes", None)
+        kind = "timm"
+        hashes.append(name)
+    else:
+        path = Path(spec).expanduser()
+        if ":" not in spec or path.is_file():
+            if not path.exists():
+                raise TargetError(f"model {spec!r} not found")
+            if path.is_dir():
+                raise TargetError(f"model {spec!r} is a folder; give a model file or file.py:factory")
+            if path.stat().st_size == 0:
+                raise TargetError(f"model file {spec!r} is empty")
+            if not is_torchscript(path):
+                raise TargetError(
+                    f"{spec} is not TorchScript or ONNX; if it is a state dict, give the architecture as "
+                    "file.py:Class and this file with --weights"
+                )
+            try:
+                module = torch.jit.load(str(path), map_location="cpu")
+            except RuntimeError as e:
+                raise TargetError(f"{spec}: TorchScript file does not load ({str(e).splitlines()[0]})") from None
+            kind = "torchscript"
+            hashes.append(file_sha256(path))
+        else:
+            module = _build(_import_attr(spec), spec, num_classes)
+            hashes.append(spec)
+    if weights:
+        if kind == "torchscript":
+            raise TargetError("a TorchScript file carries its weights; --weights is for module specs and timm")
+        sd = extract_state_dict(load_checkpoint(weights, trust=trust_checkpoint), weights, weights_key)
+        apply_state_dict(module, sd, weights)
+        hashes.append(file_sha256(Path(weights).expanduser()))
+    target = TorchTarget(
+        module, spec, mean=mean, std=std, input_shape=input_shape, num_classes=num_classes,
+        batch_size=batch_size, device=device, kind=kind,
+    )
+    import hashlib
+
+    target.sha256 = hashlib.sha256("|".join(hashes).encode()).hexdigest() if len(hashes) > 1 or kind != "torchscript" else hashes[0]
+    if weights:
+        target.details["weights"] = str(weights)
+    return target

