@@ -65,40 +65,45 @@ class PGD(Attack):
             act = (~found).nonzero().squeeze(1)
             if not len(act):
                 break
-            x = random_start(x0[act], threat, rng, act.tolist(), bounds) if self.random_start else x0[act].clone()
+            rows = act.cpu()  # the oracle's ledger lives on the host; kept in step with `act`
+            x0a = x0[act]
+            x = random_start(x0a, threat, rng, rows.tolist(), bounds) if self.random_start else x0a.clone()
             acc = torch.zeros_like(x) if self.momentum else None
             for t in range(self.steps + 1):
                 last = t == self.steps
-                # rows that cannot pay for a full step (plus the final check) stop where they are
-                afford = None
                 if oracle.budget is not None:
-                    afford = oracle.remaining(act.cpu()).to(x.device) >= (1 if last else need + 1)
-                if afford is not None and not bool(afford.all()):
-                    out[act[~afford]] = x[~afford]
-                    act, x = act[afford], x[afford]
-                    if not len(act):
-                        break
+                    # rows that cannot pay for a full step (plus the final check) stop where they are
+                    afford = oracle.remaining(rows) >= (1 if last else need + 1)
+                    if not bool(afford.all()):
+                        stop = (~afford).to(x.device)
+                        out[act[stop]] = x[stop]
+                        keep = afford.to(x.device)
+                        act, rows, x, x0a = act[keep], rows[afford], x[keep], x0a[keep]
+                        acc = acc[keep] if acc is not None else None
+                        if not len(act):
+                            break
                 g_goal = goal.subset(act)
                 if last:
-                    z, g = oracle.logits(x, act.cpu()), None
+                    z, g = oracle.logits(x, rows), None
                 else:
-                    _, g, z = src.value_and_grad(oracle, x, act.cpu(), g_goal, loss_fn, rng)
+                    _, g, z = src.value_and_grad(oracle, x, rows, g_goal, loss_fn, rng)
                 hit = g_goal.reached(z.argmax(dim=1)) & torch.isfinite(z).all(dim=1)
-                out[act] = x  # the latest iterate is the candidate unless a better one was seen
-                if bool(hit.any()):
+                if bool(hit.any()):  # broken samples leave the batch: no more work is spent on them
+                    out[act[hit]] = x[hit]
                     found[act[hit]] = True
                     keep = ~hit
-                    act, x = act[keep], x[keep]
+                    act, rows, x, x0a = act[keep], rows[keep.cpu()], x[keep], x0a[keep]
                     g = g[keep] if g is not None else None
                     acc = acc[keep] if acc is not None else None
                     if not len(act):
                         break
                 if last:
+                    out[act] = x  # not broken: the last iterate is still a candidate for the harness
                     break
                 if acc is not None:
                     acc = self.momentum * acc + g / g.flatten(1).abs().mean(dim=1).clamp_min(1e-12).view(-1, *[1] * (g.dim() - 1))
                     g = acc
-                x = threat.project(ascent_step(x, g, alpha, threat.norm), x0[act], bounds)
+                x = threat.project(ascent_step(x, g, alpha, threat.norm), x0a, bounds)
         return out
 
 
