@@ -104,6 +104,9 @@ def check_compatible(target: Target, data: EvalSet) -> None:
             f"data {data.name} has inputs of shape {'x'.join(map(str, data.sample_shape))} "
             f"but the model {target.name} takes {target.expected_shape_text()}"
         )
+    preprocess = getattr(getattr(target, "inner", target), "preprocess", None)  # --mean/--std of a PyTorch target
+    if preprocess is not None and len(data.sample_shape) == 3:
+        preprocess.check_channels(data.sample_shape[0])
     if target.num_classes is None:
         probe = torch.as_tensor(data.x[:1]).to(target.device)
         try:

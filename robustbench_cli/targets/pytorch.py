@@ -6,6 +6,7 @@ epsilon always live in [0,1] input space. Checkpoints load with ``weights_only=T
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import pickle
@@ -30,12 +31,16 @@ class Normalize(nn.Module):
         std_t = torch.as_tensor(std, dtype=torch.float32)
         if (std_t <= 0).any():
             raise TargetError(f"--std values must be > 0, got {list(map(float, std_t))}")
-        if channels is not None and mean_t.numel() not in (1, channels):
-            raise TargetError(f"--mean has {mean_t.numel()} values but the input has {channels} channels")
-        if channels is not None and std_t.numel() not in (1, channels):
-            raise TargetError(f"--std has {std_t.numel()} values but the input has {channels} channels")
         self.register_buffer("mean", mean_t.view(1, -1, 1, 1) if mean_t.numel() > 1 else mean_t.view(1))
         self.register_buffer("std", std_t.view(1, -1, 1, 1) if std_t.numel() > 1 else std_t.view(1))
+        if channels is not None:
+            self.check_channels(channels)
+
+    def check_channels(self, channels: int) -> None:
+        """Refuse a mean/std whose length is neither 1 nor the input's channel count (broadcasting would hide it)."""
+        for what, t in (("--mean", self.mean), ("--std", self.std)):
+            if t.numel() not in (1, channels):
+                raise TargetError(f"{what} has {t.numel()} values but the input has {channels} channel(s)")
 
     def forward(self, x):
         return (x - self.mean) / self.std
@@ -63,8 +68,8 @@ class TorchTarget(Target):
         self.input_shape = tuple(input_shape) if input_shape else None
         self.num_classes = num_classes
         channels = self.input_shape[0] if self.input_shape and len(self.input_shape) == 3 else None
-        self.preprocess = Normalize(mean, std, channels) if (mean is not None or std is not None) else None
-        if self.preprocess is not None and (mean is None or std is None):
+        self.preprocess = None
+        if mean is not None or std is not None:  # a missing half defaults to the identity (mean 0, std 1)
             self.preprocess = Normalize(mean if mean is not None else [0.0], std if std is not None else [1.0], channels)
         self.model = module.eval().to(self.device)
         if self.preprocess is not None:
@@ -97,7 +102,8 @@ def _import_attr(spec: str):
         path = Path(target).expanduser()
         if not path.is_file():
             raise TargetError(f"model file {target!r} not found")
-        mod_name = f"_robust_user_{path.stem}"
+        digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+        mod_name = f"_robust_user_{path.stem}_{digest}"  # two files with one name in different folders stay apart
         spec_obj = importlib.util.spec_from_file_location(mod_name, path)
         if spec_obj is None or spec_obj.loader is None:
             raise TargetError(f"cannot import {target}")
@@ -293,8 +299,6 @@ def load_torch_target(
         module, spec, mean=mean, std=std, input_shape=input_shape, num_classes=num_classes,
         batch_size=batch_size, device=device, kind=kind,
     )
-    import hashlib
-
     target.sha256 = hashlib.sha256("|".join(hashes).encode()).hexdigest() if len(hashes) > 1 or kind != "torchscript" else hashes[0]
     if weights:
         target.details["weights"] = str(weights)
