@@ -107,27 +107,30 @@ class PGD(Attack):
         return out
 
 
+class _QueryPGD(PGD):
+    """PGD whose gradient is estimated from score queries; the subclasses name the estimator."""
+
+    family = "query"
+    requires = Capability.SCORES
+    _estimator: type = NES
+    _sigma: float = 1e-3
+
+    def __init__(self, *, steps: int = 50, step_size: float = 0.1, restarts: int = 1, random_start: bool = False,
+                 loss: str = "margin", momentum: float = 0.9, samples: int = 20, sigma: float | None = None):
+        source = self._estimator(samples=samples, sigma=self._sigma if sigma is None else sigma)
+        super().__init__(steps=steps, step_size=step_size, restarts=restarts, random_start=random_start,
+                         loss=loss, momentum=momentum, source=source)
+
+
 @register
-class PGDNES(PGD):
+class PGDNES(_QueryPGD):
     name = "pgd-nes"
-    family = "query"
-    requires = Capability.SCORES
     summary = "PGD on a NES gradient estimate from score queries (Ilyas et al. 2018)"
-
-    def __init__(self, *, steps: int = 50, step_size: float = 0.1, restarts: int = 1, random_start: bool = False,
-                 loss: str = "margin", momentum: float = 0.9, samples: int = 20, sigma: float = 1e-3):
-        super().__init__(steps=steps, step_size=step_size, restarts=restarts, random_start=random_start,
-                         loss=loss, momentum=momentum, source=NES(samples=samples, sigma=sigma))
+    _estimator, _sigma = NES, 1e-3
 
 
 @register
-class PGDSPSA(PGD):
+class PGDSPSA(_QueryPGD):
     name = "pgd-spsa"
-    family = "query"
-    requires = Capability.SCORES
     summary = "PGD on an SPSA gradient estimate from score queries (Uesato et al. 2018)"
-
-    def __init__(self, *, steps: int = 50, step_size: float = 0.1, restarts: int = 1, random_start: bool = False,
-                 loss: str = "margin", momentum: float = 0.9, samples: int = 20, sigma: float = 1e-2):
-        super().__init__(steps=steps, step_size=step_size, restarts=restarts, random_start=random_start,
-                         loss=loss, momentum=momentum, source=SPSA(samples=samples, sigma=sigma))
+    _estimator, _sigma = SPSA, 1e-2

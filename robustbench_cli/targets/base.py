@@ -27,6 +27,18 @@ class Capability(enum.Flag):
         return [c.name.lower() for c in cls if c in flags]
 
 
+def existing_file(path: str | Path, what: str) -> Path:
+    """The path of a non-empty file, or one clear line saying what is wrong with it."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise TargetError(f"{what} {str(path)!r} not found")
+    if p.is_dir():
+        raise TargetError(f"{what} {str(path)!r} is a folder, not a file")
+    if p.stat().st_size == 0:
+        raise TargetError(f"{what} file {str(path)!r} is empty")
+    return p
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

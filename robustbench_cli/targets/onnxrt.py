@@ -7,13 +7,11 @@ vectors, logits or probabilities (detected on clean data and recorded), several 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from robustbench_cli.errors import TargetError
-from robustbench_cli.targets.base import Capability, Target, file_sha256
+from robustbench_cli.targets.base import Capability, Target, existing_file, file_sha256
 
 _ORT_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
 
@@ -30,13 +28,7 @@ class OnnxTarget(Target):
                  batch_size: int = 256, threads: int | None = None):
         import onnxruntime as ort
 
-        p = Path(path).expanduser()
-        if not p.exists():
-            raise TargetError(f"model {path!r} not found")
-        if p.is_dir():
-            raise TargetError(f"model {path!r} is a folder, not an .onnx file")
-        if p.stat().st_size == 0:
-            raise TargetError(f"model file {path!r} is empty")
+        p = existing_file(path, "model")
         super().__init__(path, batch_size=batch_size, device=torch.device("cpu"))
         opts = ort.SessionOptions()
         opts.log_severity_level = 3

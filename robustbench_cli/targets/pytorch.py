@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from robustbench_cli.errors import TargetError
-from robustbench_cli.targets.base import Capability, Target, file_sha256
+from robustbench_cli.targets.base import Capability, Target, existing_file, file_sha256
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "params", "weights")
 
@@ -146,13 +146,7 @@ def _build(obj, spec: str, num_classes: int | None) -> nn.Module:
 
 
 def load_checkpoint(path: str | Path, *, trust: bool = False):
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise TargetError(f"weights file {str(path)!r} not found")
-    if path.is_dir():
-        raise TargetError(f"weights {str(path)!r} is a folder, not a checkpoint file")
-    if path.stat().st_size == 0:
-        raise TargetError(f"weights file {str(path)!r} is empty")
+    path = existing_file(path, "weights")
     try:
         if trust:
             warnings.warn(f"--trust-checkpoint: unpickling {path} may run code it contains", stacklevel=2)
@@ -269,12 +263,7 @@ def load_torch_target(
     else:
         path = Path(spec).expanduser()
         if ":" not in spec or path.is_file():
-            if not path.exists():
-                raise TargetError(f"model {spec!r} not found")
-            if path.is_dir():
-                raise TargetError(f"model {spec!r} is a folder; give a model file or file.py:factory")
-            if path.stat().st_size == 0:
-                raise TargetError(f"model file {spec!r} is empty")
+            existing_file(spec, "model")
             if not is_torchscript(path):
                 raise TargetError(
                     f"{spec} is not TorchScript or ONNX; if it is a state dict, give the architecture as "
