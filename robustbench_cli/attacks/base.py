@@ -9,6 +9,7 @@ then records a success.
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import torch
@@ -41,7 +42,7 @@ class Goal:
         return Goal(self.labels[idx], self.targeted)
 
 
-class Attack:
+class Attack(ABC):
     name: ClassVar[str]
     family: ClassVar[str]  # gradient | query | transfer | generative | baseline
     norms: ClassVar[frozenset[Norm]] = frozenset({Norm.LINF, Norm.L2})
@@ -65,9 +66,9 @@ class Attack:
             return f"supports {', '.join(sorted(n.value for n in self.norms))}, not {threat.norm.value}"
         return None
 
+    @abstractmethod
     def run(self, oracle: Oracle, x: torch.Tensor, goal: Goal, threat: ThreatModel, rng: SampleRng) -> torch.Tensor:
         """Return one candidate per row of ``x`` (any value: the harness projects and verifies it)."""
-        raise NotImplementedError  # abstract: every registered attack overrides it
 
 
 def create(name: str, **params) -> Attack:

@@ -7,6 +7,7 @@ directions) for black boxes. Every query goes through the :class:`~robustbench_c
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Callable, ClassVar
 
 import torch
@@ -18,7 +19,7 @@ from robustbench_cli.targets.base import Capability, Oracle
 LossFn = Callable[[torch.Tensor, Goal], torch.Tensor]
 
 
-class GradientSource:
+class GradientSource(ABC):
     name: ClassVar[str]
     requires: ClassVar[Capability]
 
@@ -28,10 +29,10 @@ class GradientSource:
     def config(self) -> dict:
         return {"source": self.name, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
 
+    @abstractmethod
     def value_and_grad(self, oracle: Oracle, x: torch.Tensor, rows: torch.Tensor, goal: Goal, loss_fn: LossFn,
                        rng: SampleRng) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Loss per row at ``x``, its gradient (estimate) and the logit-like scores at ``x``."""
-        raise NotImplementedError  # abstract: Autograd, NES and SPSA implement it
 
 
 class Autograd(GradientSource):
@@ -62,8 +63,9 @@ class _ZerothOrder(GradientSource):
     def queries_per_step(self) -> int:
         return 2 * self.samples + 1
 
+    @abstractmethod
     def _directions(self, rng: SampleRng, rows, shape) -> torch.Tensor:
-        raise NotImplementedError  # abstract: NES draws Gaussians, SPSA Rademacher signs
+        """Random directions, (rows, *shape): Gaussian for NES, Rademacher signs for SPSA."""
 
     def value_and_grad(self, oracle, x, rows, goal, loss_fn, rng):
         n, q = len(x), self.samples

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,7 +13,7 @@ from rich.table import Table
 from robustbench_cli.cli.app import _floats, app, make_progress, user_errors
 from robustbench_cli.errors import UserError
 
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 150)  # logs and pipes get the whole table
 err = Console(stderr=True)
 
 DEFAULT_REPORT_DIR = Path("robust-report")

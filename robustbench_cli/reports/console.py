@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.table import Table
 
 from robustbench_cli.reports.frames import summary_frame
+
+
+def short_name(name: str) -> str:
+    """A file path shows as its file name, a module spec as its attribute; reports keep the full name."""
+    if ":" in name and not name.startswith("timm:"):
+        head, _, attr = name.rpartition(":")
+        if not head.endswith((".onnx", ".pt", ".pth")) and len(head) > 1:
+            return f"{Path(head).name}:{attr}" if head.endswith(".py") else attr
+    return Path(name).name if ("/" in name or "\\" in name) else name
 
 
 def _pct(v) -> str:
@@ -24,7 +35,7 @@ def render_summary(report: dict, console: Console) -> None:
     table.add_column("queries/sample", justify="right")
     table.add_column("time", justify="right")
     for row in df.to_dict("records"):
-        cells = [str(row["target"]), str(row["threat"]), str(row["n"]), _pct(row["clean_accuracy"]), _pct(row["robust_accuracy"])]
+        cells = [short_name(str(row["target"])), str(row["threat"]), str(row["n"]), _pct(row["clean_accuracy"]), _pct(row["robust_accuracy"])]
         cells += ["skipped" if row[c] is None or row[c] != row[c] else _pct(row[c]) for c in attack_cols]
         q = row["queries_mean"]
         cells += ["–" if q is None or q != q else f"{q:,.0f}", f"{row['seconds']:.1f}s"]
