@@ -53,7 +53,7 @@ class Battery:
                         for e in self.entries],
         }
 
-    def applicable_to(self, target: Target, threat: ThreatModel) -> tuple[list[tuple[Entry, Attack]], list[tuple[Entry, str]]]:
+    def applicable_to(self, target: Target, threat: ThreatModel) -> tuple[list[tuple[Entry, Attack]], list[tuple[Entry, Attack, str]]]:
         """Split the battery into attacks that can run on ``target`` and attacks skipped, with the reason."""
         runnable, skipped = [], []
         for e in self.entries:
@@ -61,7 +61,7 @@ class Battery:
             reason = attack.unsupported_reason(target.capabilities, threat)
             if reason is None and e.black_box_only and Capability.GRADIENTS in target.capabilities:
                 reason = "white-box target: the gradient attacks cover it (name it in --attacks to run it anyway)"
-            (skipped.append((e, reason)) if reason else runnable.append((e, attack)))
+            (skipped.append((e, attack, reason)) if reason else runnable.append((e, attack)))
         return runnable, skipped
 
 
@@ -111,8 +111,6 @@ def check_compatible(target: Target, data: EvalSet) -> None:
         probe = torch.as_tensor(data.x[:1]).to(target.device)
         try:
             target.num_classes = int(target.scores(probe).shape[1])
-        except TargetError:
-            raise
         except RuntimeError as e:
             msg = str(e).strip().splitlines()[0]
             raise DataError(f"the model {target.name} rejects inputs of shape {tuple(data.x.shape[1:])}: {msg}") from None
@@ -238,8 +236,8 @@ def evaluate(
             res.attacks.append(outcome)
             if progress and not len(todo):
                 progress(f"{target.name} {threat.name} {entry.label}", 0, 0)
-        for entry, reason in skipped:
-            res.attacks.append(AttackOutcome(entry.label, entry.attack, entry.build().family, entry.build().config(), skipped=reason))
+        for entry, attack, reason in skipped:
+            res.attacks.append(AttackOutcome(entry.label, attack.name, attack.family, attack.config(), skipped=reason))
         res.seconds = time.perf_counter() - tt0
         out.results.append(res)
     return out

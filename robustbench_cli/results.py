@@ -22,9 +22,6 @@ class AttackOutcome:
     queries: np.ndarray | None = None  # per sample of the evaluation, 0 where not attempted
     robust_after: float | None = None  # robust accuracy after this attack in the cascade
 
-    def queries_of_broken(self, broken_mask: np.ndarray) -> np.ndarray:
-        return self.queries[broken_mask] if self.queries is not None else np.zeros(0)
-
 
 @dataclass
 class ThreatResult:

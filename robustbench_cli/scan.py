@@ -35,7 +35,7 @@ class ScanConfig:
     target_options: list[TargetOptions] = field(default_factory=list)
 
 
-def parse_threats(threats: list[str], targeted: str | None) -> list[ThreatModel]:
+def parse_threats(threats: list[str]) -> list[ThreatModel]:
     if not threats:
         raise UserError("give at least one threat model (--eps 0.3 or --threat linf:8/255)")
     parsed = [ThreatModel.parse(t) for t in threats]
@@ -46,7 +46,7 @@ def parse_threats(threats: list[str], targeted: str | None) -> list[ThreatModel]
 
 
 def run_scan(cfg: ScanConfig, progress: Progress | None = None) -> dict:
-    threats = parse_threats(cfg.threats, cfg.targeted)
+    threats = parse_threats(cfg.threats)
     battery = get_battery(cfg.preset, cfg.attacks)
     if cfg.data_layout not in (None, "nchw", "nhwc"):
         raise UserError(f"--data-layout must be nchw or nhwc, got {cfg.data_layout!r}")
