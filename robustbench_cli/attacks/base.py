@@ -57,8 +57,8 @@ class Attack(ABC):
     def label(self) -> str:
         return self.name
 
-    def unsupported_reason(self, capabilities: Capability, threat: ThreatModel) -> str | None:
-        """Why this attack cannot run on a target/threat, or None if it can (ART-style check before running)."""
+    def unsupported_reason(self, capabilities: Capability, threat: ThreatModel, dim: int | None = None) -> str | None:
+        """Why this attack cannot run on a target/threat/input size (``dim`` values per sample), or None if it can."""
         missing = [c for c in Capability if c in self.requires and c not in capabilities]
         if missing:
             return f"needs {', '.join(c.name.lower() for c in missing)}; the target offers {', '.join(Capability.names(capabilities))}"

@@ -9,6 +9,8 @@ is misclassified, and restarts run only for samples not yet broken.
 
 Defaults: 40 steps of 2.5 * eps / steps, one restart, random start, cross-entropy loss (``margin`` for the
 Carlini-Wagner margin). ``pgd-nes``: 50 steps of eps/10, 20 antithetic pairs (41 queries a step), margin loss, momentum 0.9.
+``pgd-fd``: 20 steps of eps/10 on central finite differences per coordinate (2d+1 queries a step, inputs of at most
+4096 values).
 
 Example::
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from robustbench_cli.attacks.base import Attack, register
-from robustbench_cli.attacks.gradients import NES, SPSA, Autograd, GradientSource
+from robustbench_cli.attacks.gradients import NES, SPSA, Autograd, FiniteDifferences, GradientSource
 from robustbench_cli.attacks.losses import get_loss
 from robustbench_cli.attacks.steps import ascent_step, random_start
 from robustbench_cli.targets.base import Capability
@@ -60,7 +62,7 @@ class PGD(Attack):
         n = len(x0)
         out = x0.clone()
         found = torch.zeros(n, dtype=torch.bool, device=x0.device)
-        need = src.queries_per_step()
+        need = src.queries_per_step(x0)
         for _ in range(self.restarts):
             act = (~found).nonzero().squeeze(1)
             if not len(act):
@@ -120,6 +122,26 @@ class _QueryPGD(PGD):
         source = self._estimator(samples=samples, sigma=self._sigma if sigma is None else sigma)
         super().__init__(steps=steps, step_size=step_size, restarts=restarts, random_start=random_start,
                          loss=loss, momentum=momentum, source=source)
+
+
+@register
+class PGDFD(PGD):
+    name = "pgd-fd"
+    family = "query"
+    requires = Capability.SCORES
+    summary = "PGD on coordinate-wise finite differences, 2d+1 queries a step (small inputs only)"
+
+    def __init__(self, *, steps: int = 20, step_size: float = 0.1, restarts: int = 1, random_start: bool = False,
+                 loss: str = "margin", momentum: float = 0.0, sigma: float = 1e-3, max_dim: int = 4096):
+        super().__init__(steps=steps, step_size=step_size, restarts=restarts, random_start=random_start,
+                         loss=loss, momentum=momentum, source=FiniteDifferences(sigma=sigma, max_dim=max_dim))
+
+    def unsupported_reason(self, capabilities, threat, dim=None):
+        reason = super().unsupported_reason(capabilities, threat, dim)
+        max_dim = self._source.max_dim
+        if reason is None and dim is not None and dim > max_dim:
+            reason = f"finite differences cost 2d+1 = {2 * dim + 1} queries a step here; it runs on inputs of at most {max_dim} values"
+        return reason
 
 
 @register
