@@ -24,15 +24,36 @@ from robustbench_cli.targets.base import Capability, Oracle, Target
 from robustbench_cli.threat_model import ThreatModel
 
 
+# When an entry runs: always, only on targets without gradients (a query attack adds nothing where exact gradients
+# are available), or only on label-only targets (a decision-based attack adds nothing where scores are available).
+WHEN = {
+    None: None,
+    "no-gradients": "white-box target: the gradient attacks cover it (name it in --attacks to run it anyway)",
+    "labels-only": "the target returns scores: the score-based attacks cover it (name it in --attacks to run it anyway)",
+}
+
+
 @dataclass
 class Entry:
     label: str
     attack: str
     params: dict = field(default_factory=dict)
-    black_box_only: bool = False  # a query attack that adds nothing where exact gradients are available
+    when: str | None = None  # a key of WHEN
+    independent: bool = False  # runs on every clean-correct sample after the cascade (the noise yardstick)
+
+    def __post_init__(self) -> None:
+        if self.when not in WHEN:
+            raise ValueError(f"entry {self.label}: when must be one of {list(WHEN)}")
 
     def build(self) -> Attack:
         return create(self.attack, **self.params)
+
+    def condition_fails(self, capabilities: Capability) -> str | None:
+        if self.when == "no-gradients" and Capability.GRADIENTS in capabilities:
+            return WHEN[self.when]
+        if self.when == "labels-only" and Capability.SCORES in capabilities:
+            return WHEN[self.when]
+        return None
 
 
 @dataclass
@@ -49,37 +70,50 @@ class Battery:
         return {
             "name": self.name,
             "version": self.version,
-            "attacks": [{"label": e.label, "attack": e.attack, "black_box_only": e.black_box_only, **e.build().config()}
-                        for e in self.entries],
+            "attacks": [{"label": e.label, "attack": e.attack, "when": e.when, "independent": e.independent,
+                         **e.build().config()} for e in self.entries],
         }
 
-    def applicable_to(self, target: Target, threat: ThreatModel) -> tuple[list[tuple[Entry, Attack]], list[tuple[Entry, Attack, str]]]:
+    def applicable_to(self, target: Target, threat: ThreatModel, dim: int | None = None
+                      ) -> tuple[list[tuple[Entry, Attack]], list[tuple[Entry, Attack, str]]]:
         """Split the battery into attacks that can run on ``target`` and attacks skipped, with the reason."""
         runnable, skipped = [], []
         for e in self.entries:
             attack = e.build()
-            reason = attack.unsupported_reason(target.capabilities, threat)
-            if reason is None and e.black_box_only and Capability.GRADIENTS in target.capabilities:
-                reason = "white-box target: the gradient attacks cover it (name it in --attacks to run it anyway)"
+            reason = attack.unsupported_reason(target.capabilities, threat, dim) or e.condition_fails(target.capabilities)
             (skipped.append((e, attack, reason)) if reason else runnable.append((e, attack)))
         return runnable, skipped
 
+
+# The black-box cascade: a cheap gradient-estimation PGD, then Square for what is left, HopSkipJump when the target
+# gives labels only; then the noise yardstick.
+_BLACKBOX = [
+    Entry("pgd-nes", "pgd-nes", {"steps": 20, "samples": 10}, when="no-gradients"),
+    Entry("square", "square", {"max_queries": 5000}, when="no-gradients"),
+    Entry("hopskipjump", "hopskipjump", {"max_queries": 5000}, when="labels-only"),
+]
+_NOISE = Entry("noise", "noise", {"draws": 20}, independent=True)
 
 # Presets: change an entry and you must bump the version, so that numbers stay comparable by name.
 PRESETS: dict[str, Battery] = {
     b.name: b
     for b in [
-        Battery("quick", 1, [
+        Battery("quick", 2, [
             Entry("fgsm", "fgsm"),
             Entry("pgd", "pgd", {"steps": 10}),
-            Entry("pgd-nes", "pgd-nes", {"steps": 20, "samples": 10}, black_box_only=True),
+            Entry("pgd-nes", "pgd-nes", {"steps": 10, "samples": 10}, when="no-gradients"),
+            Entry("square", "square", {"max_queries": 500}, when="no-gradients"),
+            Entry("hopskipjump", "hopskipjump", {"max_queries": 500}, when="labels-only"),
+            Entry("noise", "noise", {"draws": 10}, independent=True),
         ]),
-        Battery("default", 1, [
+        Battery("default", 2, [
             Entry("fgsm", "fgsm"),
             Entry("pgd", "pgd", {"steps": 40}),
             Entry("pgd-margin", "pgd", {"steps": 40, "loss": "margin"}),
-            Entry("pgd-nes", "pgd-nes", {"steps": 50, "samples": 20}, black_box_only=True),
+            *_BLACKBOX,
+            _NOISE,
         ]),
+        Battery("blackbox", 1, [*_BLACKBOX, _NOISE]),
     ]
 }
 
@@ -87,7 +121,10 @@ PRESETS: dict[str, Battery] = {
 def get_battery(preset: str, attacks: list[str] | None = None) -> Battery:
     """A preset, or an ad-hoc battery from attack names (``--attacks fgsm,pgd``) with their defaults."""
     if attacks:
-        entries = [Entry(a, a) for a in attacks]
+        from robustbench_cli.attacks import REGISTRY
+
+        # a baseline named in --attacks still runs as the yardstick: on every clean-correct sample, after the cascade
+        entries = [Entry(a, a, independent=a in REGISTRY and REGISTRY[a].family == "baseline") for a in attacks]
         for e in entries:
             e.build()  # unknown names fail here, before any work
         return Battery("custom", 1, entries)
@@ -197,13 +234,18 @@ def evaluate(
             goal=goal_np, eligible=eligible, robust=correct.copy(), adv_pred=np.full(n, -1, dtype=np.int64),
             distance=np.full(n, np.nan), queries=np.zeros(n, dtype=np.int64), broken_by=[None] * n,
         )
+        res.queries_at_break = np.zeros(n, dtype=np.int64)
         goal_all = Goal(torch.as_tensor(goal_np, device=device), is_targeted)
-        runnable, skipped = battery.applicable_to(target, threat)
+        runnable, skipped = battery.applicable_to(target, threat, int(np.prod(data.sample_shape)))
+        # the cascade first; independent entries (the noise yardstick) then see every clean-correct sample
+        runnable = [r for r in runnable if not r[0].independent] + [r for r in runnable if r[0].independent]
         tt0 = time.perf_counter()
-        for ai, (entry, attack) in enumerate(runnable):
-            todo = np.flatnonzero(res.robust)
+        for entry, attack in runnable:
+            todo = np.flatnonzero(correct if entry.independent else res.robust)
             outcome = AttackOutcome(entry.label, attack.name, attack.family, attack.config(), attempted=len(todo),
-                                    queries=np.zeros(n, dtype=np.int64))
+                                    queries=np.zeros(n, dtype=np.int64), independent=entry.independent,
+                                    attempted_mask=np.zeros(n, dtype=bool), broken_mask=np.zeros(n, dtype=bool))
+            outcome.attempted_mask[todo] = True
             a0 = time.perf_counter()
             done = 0
             for b in range(0, len(todo), batch_size):
@@ -219,14 +261,18 @@ def evaluate(
                     oracle.budget = queries
                 success, pred, cand = _verify(oracle, target, threat, cand, x0, goal, torch.arange(len(idx)))
                 hit = success.cpu().numpy()
-                broke = idx[hit]
+                used = oracle.used.numpy()
+                outcome.broken_mask[idx[hit]] = True
+                new = hit & res.robust[idx]  # first verified break of the sample
+                broke = idx[new]
                 res.robust[broke] = False
-                res.adv_pred[broke] = pred.cpu().numpy()[hit]
-                res.distance[broke] = threat.distance(cand, x0).cpu().numpy()[hit]
+                res.adv_pred[broke] = pred.cpu().numpy()[new]
+                res.distance[broke] = threat.distance(cand, x0).cpu().numpy()[new]
+                res.queries_at_break[broke] = res.queries[broke] + used[new]
                 for i in broke:
                     res.broken_by[i] = entry.label
                 outcome.broken += int(hit.sum())
-                outcome.queries[idx] = oracle.used.numpy()
+                outcome.queries[idx] = used
                 done += len(idx)
                 if progress:
                     progress(f"{target.name} {threat.name} {entry.label}", done, len(todo))

@@ -21,6 +21,9 @@ class AttackOutcome:
     seconds: float = 0.0
     queries: np.ndarray | None = None  # per sample of the evaluation, 0 where not attempted
     robust_after: float | None = None  # robust accuracy after this attack in the cascade
+    independent: bool = False  # ran on every clean-correct sample, not only on those the cascade left robust
+    attempted_mask: np.ndarray | None = None  # bool per sample of the evaluation
+    broken_mask: np.ndarray | None = None  # bool: samples this attack broke (verified), whether or not already broken
 
 
 @dataclass
@@ -37,6 +40,7 @@ class ThreatResult:
     distance: np.ndarray  # float, NaN where not broken
     queries: np.ndarray  # int: queries spent on the sample by all attacks, verification included
     broken_by: list  # attack label or None
+    queries_at_break: np.ndarray | None = None  # int: queries spent on the sample up to its first verified break
     attacks: list[AttackOutcome] = field(default_factory=list)
     seconds: float = 0.0
 

@@ -33,22 +33,29 @@ def render_summary(report: dict, console: Console) -> None:
     for c in attack_cols:
         table.add_column(c.removeprefix("after:"), justify="right", style="dim")
     table.add_column("queries/sample", justify="right")
+    table.add_column("median q to break", justify="right")
     table.add_column("time", justify="right")
     for row in df.to_dict("records"):
         cells = [short_name(str(row["target"])), str(row["threat"]), str(row["n"]), _pct(row["clean_accuracy"]), _pct(row["robust_accuracy"])]
         cells += ["skipped" if row[c] is None or row[c] != row[c] else _pct(row[c]) for c in attack_cols]
-        q = row["queries_mean"]
-        cells += ["–" if q is None or q != q else f"{q:,.0f}", f"{row['seconds']:.1f}s"]
+        q, qb = row["queries_mean"], row["queries_median_success"]
+        cells += ["–" if q is None or q != q else f"{q:,.0f}", "–" if qb is None or qb != qb else f"{qb:,.0f}",
+                  f"{row['seconds']:.1f}s"]
         table.add_row(*cells)
     console.print(table)
     console.print("[dim]clean: accuracy on unperturbed inputs · robust: accuracy under the whole battery (an upper bound) · "
                   "attack columns: robust accuracy after that attack in the cascade · queries: model calls per sample, "
-                  "verification included[/dim]")
-    reasons = {}
+                  "verification included · median q to break: queries spent on a broken sample up to its first verified break[/dim]")
+    skipped: dict[tuple[str, str], list[str]] = {}  # (target, reason) -> attack labels, one line each
     for r in report["results"]:
         for a in r["attacks"]:
             if a["skipped"]:
-                reasons.setdefault(a["label"], set()).add(f"{r['target']}: {a['skipped']}")
-    for label, why in reasons.items():
-        for w in sorted(why):
-            console.print(f"[yellow]skipped {label}[/yellow] on {w}")
+                labels = skipped.setdefault((r["target"], a["skipped"]), [])
+                if a["label"] not in labels:
+                    labels.append(a["label"])
+    for (target, reason), labels in skipped.items():
+        console.print(f"[yellow]skipped {', '.join(labels)}[/yellow] on {short_name(target)}: {reason}")
+    for r in report["results"]:
+        for d in r["diagnostics"]:
+            if not d["passed"]:
+                console.print(f"[bold red]check failed[/bold red] {short_name(r['target'])} {r['threat']}: {d['message']}")

@@ -16,9 +16,17 @@ def summary_frame(report: dict) -> pd.DataFrame:
         for a in r["attacks"]:
             row[f"after:{a['label']}"] = None if a["skipped"] else a["robust_accuracy_after"]
         row["queries_mean"] = r["queries_mean"]
+        row["queries_median_success"] = r["queries_median_success"]
         row["seconds"] = r["seconds"]
+        row["diagnostics_failed"] = sum(not d["passed"] for d in r["diagnostics"])
+        row.update(_curve_columns(r["query_grid"], r["success_curve"]))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _curve_columns(grid: list[int], curve: list) -> dict:
+    """The success-vs-queries curve as columns ``success@q<=N``: fraction of attempted samples broken within N."""
+    return {f"success@q<={q}": v for q, v in zip(grid, curve)}
 
 
 def attacks_frame(report: dict) -> pd.DataFrame:
@@ -29,10 +37,12 @@ def attacks_frame(report: dict) -> pd.DataFrame:
             rows.append({
                 "target": r["target"], "threat": r["threat"], "attack": a["label"],
                 "status": "skipped" if a["skipped"] else "ran",
-                "attempted": a["attempted"], "broken": a["broken"],
+                "attempted": a["attempted"], "broken": a["broken"], "success_rate": a["success_rate"],
                 "robust_accuracy_after": a["robust_accuracy_after"],
-                "queries_mean": a.get("queries_mean"), "queries_median_success": a.get("queries_median_success"),
+                "queries_mean": a.get("queries_mean"), "queries_mean_success": a.get("queries_mean_success"),
+                "queries_median_success": a.get("queries_median_success"),
                 "seconds": a["seconds"], "reason": a["skipped"] or "",
+                **_curve_columns(r["query_grid"], a.get("success_curve") or [None] * len(r["query_grid"])),
             })
     return pd.DataFrame(rows)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robustbench_cli import __version__
+from robustbench_cli import __version__, diagnostics
 from robustbench_cli.errors import UserError
 from robustbench_cli.results import Evaluation, ThreatResult
 
@@ -37,21 +37,45 @@ def _stat(a: np.ndarray, fn) -> float | None:
     return float(fn(a)) if len(a) else None
 
 
+def query_grid(max_q: int) -> list[int]:
+    """1, 2, 5, 10, 20, 50, ... up to and including the first value at or above ``max_q``."""
+    grid, k = [], 0
+    while True:
+        q = (1, 2, 5)[k % 3] * 10 ** (k // 3)
+        grid.append(q)
+        if q >= max_q:
+            return grid
+        k += 1
+
+
+def success_curve(queries_of_successes: np.ndarray, attempted: int, grid: list[int]) -> list[float | None]:
+    """Fraction of the attempted samples broken within each number of queries of the grid."""
+    if not attempted:
+        return [None] * len(grid)
+    q = np.sort(queries_of_successes)
+    return [float(np.searchsorted(q, g, side="right") / attempted) for g in grid]
+
+
 def _threat_entry(r: ThreatResult) -> dict:
     broken = ~r.robust & r.clean_correct
+    grid = query_grid(int(max(r.queries.max(initial=0), 1)))
     attacks = []
     for a in r.attacks:
         entry = {
             "label": a.label, "attack": a.name, "family": a.family, "skipped": a.skipped,
-            "attempted": a.attempted, "broken": a.broken,
+            "independent": a.independent, "attempted": a.attempted, "broken": a.broken,
+            "success_rate": (a.broken / a.attempted) if a.attempted else None,
             "robust_accuracy_after": a.robust_after, "seconds": round(a.seconds, 4), "config": a.config,
         }
         if a.queries is not None:
-            mine = np.array([b == a.label for b in r.broken_by])
-            attempted = a.queries[a.queries > 0]
-            entry["queries_mean"] = _stat(attempted, np.mean)
+            mine = a.broken_mask if a.broken_mask is not None else np.zeros(len(a.queries), dtype=bool)
+            entry["queries_mean"] = _stat(a.queries[a.attempted_mask], np.mean) if a.attempted_mask is not None else None
+            entry["queries_mean_success"] = _stat(a.queries[mine], np.mean)
             entry["queries_median_success"] = _stat(a.queries[mine], np.median)
+            entry["success_curve"] = success_curve(a.queries[mine], a.attempted, grid)
         attacks.append(entry)
+    at_break = r.queries_at_break[broken] if r.queries_at_break is not None else np.zeros(0, dtype=np.int64)
+    correct = int(r.clean_correct.sum())
     def clean_list(a):
         return [None if (isinstance(v, float) and np.isnan(v)) else v for v in a.tolist()]
     return {
@@ -66,7 +90,16 @@ def _threat_entry(r: ThreatResult) -> dict:
         "broken": int(broken.sum()),
         "seconds": round(r.seconds, 4),
         "queries_mean": _stat(r.queries[r.eligible], np.mean),
-        "queries_median_success": _stat(r.queries[broken], np.median),
+        "queries_mean_success": _stat(at_break, np.mean),
+        "queries_median_success": _stat(at_break, np.median),
+        # robust accuracy had the evaluation stopped after q queries per sample: samples broken within q
+        # queries (all attacks so far, verification included) count as broken
+        "query_grid": grid,
+        "success_curve": success_curve(at_break, correct, grid),
+        "robust_accuracy_curve": [
+            float((correct - np.searchsorted(np.sort(at_break), g, side="right")) / max(r.n, 1)) for g in grid
+        ],
+        "diagnostics": diagnostics.check(r),
         "attacks": attacks,
         "samples": {
             "id": r.ids.tolist(),
@@ -78,6 +111,7 @@ def _threat_entry(r: ThreatResult) -> dict:
             "adv_pred": r.adv_pred.tolist(),
             "distance": clean_list(r.distance),
             "queries": r.queries.tolist(),
+            "queries_at_break": (r.queries_at_break if r.queries_at_break is not None else np.zeros(len(r.ids), dtype=np.int64)).tolist(),
             "broken_by": list(r.broken_by),
         },
     }
