@@ -284,6 +284,8 @@ def evaluate(
                 progress(f"{target.name} {threat.name} {entry.label}", 0, 0)
         for entry, attack, reason in skipped:
             res.attacks.append(AttackOutcome(entry.label, attack.name, attack.family, attack.config(), skipped=reason))
+        order = {e.label: i for i, e in enumerate(battery.entries)}
+        res.attacks.sort(key=lambda a: order.get(a.label, len(order)))  # battery order: same columns for every target
         res.seconds = time.perf_counter() - tt0
         out.results.append(res)
     return out

@@ -46,7 +46,7 @@ def scan(
     shuffle: Annotated[bool, typer.Option(help="Shuffle the data with the seed before selecting.")] = False,
     data_layout: Annotated[Optional[str], typer.Option(help="Layout of the data arrays: nchw or nhwc (detected by default).")] = None,
     data_scale: Annotated[Optional[float], typer.Option(help="Divide pixel values by this (e.g. 255 for float data in 0..255).")] = None,
-    preset: Annotated[str, typer.Option(help="Battery preset: quick or default.")] = "default",
+    preset: Annotated[str, typer.Option(help="Battery preset: quick, default or blackbox (see `robust attacks`).")] = "default",
     attacks: Annotated[Optional[str], typer.Option(help="Comma-separated attacks instead of a preset (see `robust attacks`).")] = None,
     queries: Annotated[Optional[int], typer.Option(help="Per-sample query budget for every attack (verification included).")] = None,
     weights: Annotated[Optional[list[str]], typer.Option(help="Checkpoint (state dict) per PyTorch model, in model order; loaded with weights_only=True.")] = None,
