@@ -8,6 +8,7 @@ goal. A robust accuracy is the fraction of samples no attack could break this wa
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -86,10 +87,11 @@ class Battery:
 
 
 # The black-box cascade: a cheap gradient-estimation PGD, then Square for what is left, HopSkipJump when the target
-# gives labels only; then the noise yardstick.
+# gives labels only; then the noise yardstick. In `default` the query attacks run only where gradients are missing;
+# the `blackbox` preset runs them on any target (a white-box model measured as a black box).
 _BLACKBOX = [
-    Entry("pgd-nes", "pgd-nes", {"steps": 20, "samples": 10}, when="no-gradients"),
-    Entry("square", "square", {"max_queries": 5000}, when="no-gradients"),
+    Entry("pgd-nes", "pgd-nes", {"steps": 20, "samples": 10}),
+    Entry("square", "square", {"max_queries": 5000}),
     Entry("hopskipjump", "hopskipjump", {"max_queries": 5000}, when="labels-only"),
 ]
 _NOISE = Entry("noise", "noise", {"draws": 20}, independent=True)
@@ -110,7 +112,7 @@ PRESETS: dict[str, Battery] = {
             Entry("fgsm", "fgsm"),
             Entry("pgd", "pgd", {"steps": 40}),
             Entry("pgd-margin", "pgd", {"steps": 40, "loss": "margin"}),
-            *_BLACKBOX,
+            *[dataclasses.replace(e, when=e.when or "no-gradients") for e in _BLACKBOX],
             _NOISE,
         ]),
         Battery("blackbox", 1, [*_BLACKBOX, _NOISE]),
@@ -182,6 +184,7 @@ Progress = Callable[[str, int, int], None]
 def _verify(oracle: Oracle, target: Target, threat: ThreatModel, cand: torch.Tensor, x0: torch.Tensor,
             goal: Goal, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Project candidates into the threat model, re-query the target, and judge them. Never trust the attack."""
+    cand = cand.detach()
     cand = torch.where(torch.isfinite(cand), cand, x0)
     cand = threat.project(cand.to(x0.dtype), x0, target.bounds)
     inside = threat.contains(cand, x0, target.bounds)

@@ -140,12 +140,14 @@ class Square(Attack):
             z = oracle.logits(x_new.reshape(len(act), *shape[1:]), act).to(dev)
             g = goal.subset(act_d)
             loss = loss_fn(z, g)
-            better = loss > best[act_d]  # NaN (out of budget) is never better
+            reached = g.reached(z.argmax(dim=1)) & torch.isfinite(z).all(dim=1)
+            # keep a point that reaches the goal even when the loss (cross-entropy) did not improve
+            better = (loss > best[act_d]) | reached  # NaN (out of budget) is never better
             if bool(better.any()):
                 idx = act_d[better]
                 x_best[idx] = x_new[better]
                 best[idx] = loss[better]
-            found[act_d] |= g.reached(z.argmax(dim=1)) & torch.isfinite(z).all(dim=1)
+            found[act_d] |= reached
         return x_best.reshape(shape)
 
     # --- geometry -------------------------------------------------------------------------------

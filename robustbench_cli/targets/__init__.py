@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 
 from robustbench_cli.errors import TargetError
-from robustbench_cli.targets.base import Capability, LabelOnly, Oracle, Target
+from robustbench_cli.targets.base import Capability, LabelOnly, Oracle, ScoresOnly, Target
 
-__all__ = ["Capability", "LabelOnly", "Oracle", "Target", "TargetOptions", "load_target"]
+__all__ = ["Capability", "LabelOnly", "Oracle", "ScoresOnly", "Target", "TargetOptions", "load_target"]
 
 
 @dataclass
@@ -71,6 +71,8 @@ def load_target(spec: str, opts: TargetOptions | None = None) -> Target:
         )
     if opts.access == "labels":
         target = LabelOnly(target)
+    elif opts.access == "scores" and Capability.GRADIENTS in target.capabilities:
+        target = ScoresOnly(target)
     elif opts.access not in ("auto", "scores"):
         raise TargetError(f"--access must be scores or labels, got {opts.access!r}")
     return target

@@ -124,23 +124,40 @@ class Target(ABC):
         }
 
 
-class LabelOnly(Target):
-    """A view of a target that answers only the predicted class (decision-based threat)."""
+class _View(Target):
+    """A target seen through less than its owner could expose (``--access``): it answers from ``inner``."""
 
-    capabilities = Capability.LABELS
+    access: str = ""
 
     def __init__(self, inner: Target):
         super().__init__(inner.name, batch_size=inner.batch_size, device=inner.device)
         self.inner = inner
-        self.kind = inner.kind
+        self.kind, self.bounds = inner.kind, inner.bounds
         self.input_shape, self.flat_dim = inner.input_shape, inner.flat_dim
         self.num_classes, self.sha256 = inner.num_classes, inner.sha256
-        self.details = {**inner.details, "access": "labels"}
+        self.details = {**inner.details, "access": self.access}
+
+
+class ScoresOnly(_View):
+    """A view of a target that answers scores but hides its gradients (score-based black-box threat)."""
+
+    capabilities = Capability.LABELS | Capability.SCORES
+    access = "scores"
+
+    def _scores_batch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner.scores(x)
+
+
+class LabelOnly(_View):
+    """A view of a target that answers only the predicted class (decision-based threat)."""
+
+    capabilities = Capability.LABELS
+    access = "labels"
 
     def _scores_batch(self, x: torch.Tensor) -> torch.Tensor:
         # One-hot of the decision: the only information a label-only model gives away.
-        pred = self.inner.scores(x).argmax(dim=1)
-        return torch.nn.functional.one_hot(pred, self.num_classes).to(torch.float32)
+        s = self.inner.scores(x)
+        return torch.nn.functional.one_hot(s.argmax(dim=1), s.shape[1]).to(torch.float32)
 
     def detect_output_kind(self, s: torch.Tensor) -> str:
         self.output_kind = "labels"
