@@ -11,40 +11,9 @@ from robustbench_cli.data import EvalSet
 from robustbench_cli.targets.pytorch import TorchTarget
 from robustbench_cli.threat_model import ThreatModel
 
+from linear_truth import exact_min_linf
+
 N, D, K = 300, 20, 4
-
-
-def exact_min_linf(W: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Smallest eps such that some class j beats y inside ball(x, eps) and the box; inf if impossible.
-
-    For class j the best perturbation moves each coordinate towards the sign of a = w_j - w_y as far as eps and
-    the box allow, so the gain g(eps) = sum_i |a_i| min(eps, room_i) is piecewise linear and increasing; we invert
-    it exactly between its breakpoints (the sorted rooms).
-    """
-    out = np.full(len(x), np.inf)
-    for s in range(len(x)):
-        for j in range(W.shape[0]):
-            if j == y[s]:
-                continue
-            a = W[j] - W[y[s]]
-            need = -(a @ x[s] + b[j] - b[y[s]])  # margin to overcome
-            if need <= 0:
-                out[s] = 0.0
-                continue
-            room = np.where(a > 0, 1 - x[s], x[s])
-            order = np.argsort(room)
-            room_sorted, w_sorted = room[order], np.abs(a)[order]
-            gained, prev = 0.0, 0.0
-            slope = w_sorted.sum()  # coordinates not yet saturated
-            for r, w in zip(room_sorted, w_sorted):
-                # on [prev, r] the gain grows with slope
-                if gained + slope * (r - prev) >= need:
-                    out[s] = min(out[s], prev + (need - gained) / slope)
-                    break
-                gained += slope * (r - prev)
-                slope -= w
-                prev = r
-    return out
 
 
 @pytest.fixture(scope="module")
