@@ -70,7 +70,6 @@ class Target(ABC):
     def _scores_batch(self, x: torch.Tensor) -> torch.Tensor:
         """Raw outputs for one chunk (at most ``batch_size`` rows)."""
 
-    @torch.no_grad()
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Outputs for any number of inputs, chunked to the target's batch size, on ``self.device``."""
         if len(x) <= self.batch_size:
@@ -180,6 +179,9 @@ class Oracle:
         self.used = torch.zeros(n, dtype=torch.int64)
         self.exhausted = torch.zeros(n, dtype=torch.bool)
         self.count_gradients = count_gradients
+        # numpy views on the same memory: the ledger's bookkeeping costs microseconds, not torch dispatches
+        self._used = self.used.numpy()
+        self._all_rows = np.arange(n)
 
     @property
     def capabilities(self) -> Capability:
@@ -198,39 +200,46 @@ class Oracle:
         left = (torch.full((self.n,), 2**62, dtype=torch.int64) if self.budget is None else self.budget - self.used)
         return left if rows is None else left[rows.cpu()]
 
-    def _rows(self, x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    def _rows(self, x: torch.Tensor, rows: torch.Tensor | None) -> np.ndarray:
         if rows is None:
             if len(x) != self.n:
                 raise ValueError("rows must be given when the inputs do not map one-to-one onto the batch")
-            return torch.arange(self.n)
-        return rows.detach().to("cpu", torch.int64)
+            return self._all_rows
+        return rows.detach().cpu().numpy().astype(np.int64, copy=False)
 
-    def _charge(self, rows: torch.Tensor) -> torch.Tensor:
-        """Charge one query per input; return the mask of inputs that are within budget."""
-        if self.budget is None:
-            self.used += torch.bincount(rows, minlength=self.n)
-            return torch.ones(len(rows), dtype=torch.bool)
+    def _charge(self, rows: np.ndarray) -> np.ndarray | None:
+        """Charge one query per input; return the mask of inputs within budget, or None when all of them are."""
+        if len(rows) == 1:  # the common small call: no counting machinery
+            r = rows[0]
+            if self.budget is None or self._used[r] < self.budget:
+                self._used[r] += 1
+                return None
+            self.exhausted[int(r)] = True
+            return np.zeros(1, dtype=bool)
+        counts = np.bincount(rows, minlength=self.n)
+        if self.budget is None or bool((self._used + counts <= self.budget).all()):
+            self._used += counts
+            return None
         # Grant queries in order within each row until its budget is spent.
-        order = torch.argsort(rows, stable=True)
+        order = np.argsort(rows, kind="stable")
         sorted_rows = rows[order]
-        first = torch.searchsorted(sorted_rows, sorted_rows, side="left")
-        rank = torch.arange(len(rows)) - first
-        allowed_sorted = rank < (self.budget - self.used[sorted_rows])
-        allowed = torch.empty_like(allowed_sorted)
+        first = np.searchsorted(sorted_rows, sorted_rows, side="left")
+        rank = np.arange(len(rows)) - first
+        allowed_sorted = rank < (self.budget - self._used[sorted_rows])
+        allowed = np.empty_like(allowed_sorted)
         allowed[order] = allowed_sorted
-        self.used += torch.bincount(rows[allowed], minlength=self.n)
+        self._used += np.bincount(rows[allowed], minlength=self.n)
         denied = rows[~allowed]
         if len(denied):
-            self.exhausted[denied] = True
+            self.exhausted[torch.from_numpy(denied)] = True
         return allowed
 
     def scores(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        rows = self._rows(x, rows)
-        allowed = self._charge(rows)
-        if bool(allowed.all()):
+        allowed = self._charge(self._rows(x, rows))
+        if allowed is None:
             return self.target.scores(x)
         out = torch.full((len(x), self.num_classes), float("nan"), device=self.device)
-        idx = allowed.nonzero().squeeze(1)
+        idx = torch.from_numpy(allowed.nonzero()[0])
         if len(idx):
             out[idx.to(self.device)] = self.target.scores(x[idx.to(x.device)])
         return out

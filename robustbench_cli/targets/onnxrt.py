@@ -68,6 +68,7 @@ class OnnxTarget(Target):
         else:
             raise TargetError(f"{path}: no output named {output!r} (outputs: {', '.join(names)})")
         out = outs[names.index(self.output_name)]
+        self._outputs = [self.output_name]
         if out.shape and len(out.shape) >= 2 and _dim(out.shape[-1]):
             self.num_classes = int(out.shape[-1])
         self.details = {
@@ -110,7 +111,10 @@ class OnnxTarget(Target):
         self.layout = layout
 
     def _to_model(self, x: torch.Tensor) -> np.ndarray:
-        a = x.detach().to("cpu", torch.float32).numpy()
+        if x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad:
+            a = x.numpy()  # the usual case: no copy, no dispatch
+        else:
+            a = x.detach().to("cpu", torch.float32).numpy()
         if self.layout == "nhwc":
             a = a.transpose(0, 2, 3, 1)
         elif self.layout == "flat":
@@ -121,7 +125,7 @@ class OnnxTarget(Target):
 
     def _run(self, a: np.ndarray) -> np.ndarray:
         try:
-            out = self.session.run([self.output_name], {self.input_name: a})[0]
+            out = self.session.run(self._outputs, {self.input_name: a})[0]
         except Exception as e:  # onnxruntime's own error types: report them as one line
             msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
             raise TargetError(f"{self.name}: onnxruntime failed on input of shape {a.shape} ({msg})") from None

@@ -90,7 +90,8 @@ class TorchTarget(Target):
         return out.float()
 
     def _scores_batch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward(x.to(self.device))
+        with torch.no_grad():
+            return self.forward(x.to(self.device))
 
 
 # --- loading ------------------------------------------------------------------------------------
