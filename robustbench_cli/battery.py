@@ -86,12 +86,14 @@ class Battery:
         return runnable, skipped
 
 
-# The black-box cascade: a cheap gradient-estimation PGD, then Square for what is left, HopSkipJump when the target
-# gives labels only; then the noise yardstick. In `default` the query attacks run only where gradients are missing;
-# the `blackbox` preset runs them on any target (a white-box model measured as a black box).
+# The black-box cascade: Square's random search first (on the embedded CNN at Linf 0.2 it alone reached the same
+# robust accuracy as NES-PGD followed by Square, with 196 instead of 541 queries per sample), then NES-PGD for what
+# it left (a gradient estimate searches differently), then HopSkipJump when the target gives labels only; then the
+# noise yardstick. In `default` the query attacks run only where gradients are missing; the `blackbox` preset runs
+# them on any target (a white-box model measured as a black box).
 _BLACKBOX = [
-    Entry("pgd-nes", "pgd-nes", {"steps": 20, "samples": 10}),
     Entry("square", "square", {"max_queries": 5000}),
+    Entry("pgd-nes", "pgd-nes", {"steps": 20, "samples": 10}),
     Entry("hopskipjump", "hopskipjump", {"max_queries": 5000}, when="labels-only"),
 ]
 _NOISE = Entry("noise", "noise", {"draws": 20}, independent=True)
@@ -103,8 +105,8 @@ PRESETS: dict[str, Battery] = {
         Battery("quick", 2, [
             Entry("fgsm", "fgsm"),
             Entry("pgd", "pgd", {"steps": 10}),
-            Entry("pgd-nes", "pgd-nes", {"steps": 10, "samples": 10}, when="no-gradients"),
             Entry("square", "square", {"max_queries": 500}, when="no-gradients"),
+            Entry("pgd-nes", "pgd-nes", {"steps": 10, "samples": 10}, when="no-gradients"),
             Entry("hopskipjump", "hopskipjump", {"max_queries": 500}, when="labels-only"),
             Entry("noise", "noise", {"draws": 10}, independent=True),
         ]),
