@@ -206,7 +206,9 @@ def evaluate(
     targeted: str | None = None,
     queries: int | None = None,
     progress: Progress | None = None,
+    keep_adversarials: bool = False,
 ) -> Evaluation:
+    """Run the battery on every threat. ``keep_adversarials`` keeps each broken sample's verified candidate."""
     check_compatible(target, data)
     if batch_size <= 0:
         raise UserError(f"--batch-size must be > 0, got {batch_size}")
@@ -240,6 +242,8 @@ def evaluate(
             distance=np.full(n, np.nan), queries=np.zeros(n, dtype=np.int64), broken_by=[None] * n,
         )
         res.queries_at_break = np.zeros(n, dtype=np.int64)
+        if keep_adversarials:
+            res.adversarial = np.full(data.x.shape, np.nan, dtype=np.float32)
         goal_all = Goal(torch.as_tensor(goal_np, device=device), is_targeted)
         runnable, skipped = battery.applicable_to(target, threat, int(np.prod(data.sample_shape)))
         # the cascade first; independent entries (the noise yardstick) then see every clean-correct sample
@@ -276,6 +280,8 @@ def evaluate(
                 res.queries_at_break[broke] = res.queries[broke] + used[new]
                 for i in broke:
                     res.broken_by[i] = entry.label
+                if res.adversarial is not None:
+                    res.adversarial[broke] = cand.detach().cpu().numpy()[new]
                 outcome.broken += int(hit.sum())
                 outcome.queries[idx] = used
                 done += len(idx)

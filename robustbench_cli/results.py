@@ -43,6 +43,9 @@ class ThreatResult:
     queries_at_break: np.ndarray | None = None  # int: queries spent on the sample up to its first verified break
     attacks: list[AttackOutcome] = field(default_factory=list)
     seconds: float = 0.0
+    # float32 like the data, the verified candidate of each sample's first break, NaN elsewhere; only kept when
+    # evaluate(..., keep_adversarials=True) is asked (saved examples, the HTML report's example grid)
+    adversarial: np.ndarray | None = None
 
     @property
     def n(self) -> int:

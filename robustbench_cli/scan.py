@@ -7,6 +7,7 @@ first attack runs (paths, shapes, classes, epsilons, output files), so a bad inp
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from robustbench_cli.battery import Progress, check_compatible, evaluate, get_battery
 from robustbench_cli.data import load_eval_set
@@ -35,6 +36,13 @@ class ScanConfig:
     target_options: list[TargetOptions] = field(default_factory=list)
 
 
+@dataclass
+class ScanOutcome:
+    report: dict
+    examples: list = field(default_factory=list)  # a handful per target and threat, for the HTML report
+    saved: list = field(default_factory=list)  # every checked example, for --save-examples (written by the caller)
+
+
 def parse_threats(threats: list[str]) -> list[ThreatModel]:
     if not threats:
         raise UserError("give at least one threat model (--eps 0.3 or --threat linf:8/255)")
@@ -46,6 +54,17 @@ def parse_threats(threats: list[str]) -> list[ThreatModel]:
 
 
 def run_scan(cfg: ScanConfig, progress: Progress | None = None) -> dict:
+    return scan(cfg, progress).report
+
+
+def scan(cfg: ScanConfig, progress: Progress | None = None, *, save_examples: Path | None = None,
+         html_examples: int = 0) -> ScanOutcome:
+    """Run a scan. ``save_examples``: the folder every adversarial example will be saved in (the caller writes it
+    with :func:`~robustbench_cli.reports.examples.save_folder` once the reports rendered); ``html_examples``: how
+    many examples per target and threat to keep for the HTML report. Either way each example is quantised to 8 bits
+    and re-checked on its target, and the report records how many still fool it."""
+    from robustbench_cli.reports import examples as ex
+
     threats = parse_threats(cfg.threats)
     battery = get_battery(cfg.preset, cfg.attacks)
     if cfg.data_layout not in (None, "nchw", "nhwc"):
@@ -61,12 +80,29 @@ def run_scan(cfg: ScanConfig, progress: Progress | None = None) -> dict:
         check_compatible(t, data)
         for threat in threats:
             threat.check_against_dim(int(data.x[0].size))
-    evaluations = [
-        evaluate(t, data, threats, battery, seed=cfg.seed, batch_size=cfg.batch_size, targeted=cfg.targeted,
-                 queries=cfg.queries, progress=progress)
-        for t in targets
-    ]
+    keep = save_examples is not None or html_examples > 0
+    evaluations, saved, shown, checks = [], [], [], []
+    for t in targets:
+        ev = evaluate(t, data, threats, battery, seed=cfg.seed, batch_size=cfg.batch_size, targeted=cfg.targeted,
+                      queries=cfg.queries, progress=progress, keep_adversarials=keep)
+        evaluations.append(ev)
+        for res in ev.results:
+            if not keep:
+                continue
+            idx = ex.broken_indices(res) if save_examples is not None else ex.select(res, html_examples)
+            checked, q = ex.check_examples(t, data, res, idx)
+            checks.append(ex.summary(checked, q))
+            saved += checked if save_examples is not None else []
+            pick = set(ex.select(res, html_examples).tolist())
+            shown += [e for e in checked if e.index in pick]
+            res.adversarial = None  # the candidates are in the examples now; free the memory
     options = {k: v for k, v in asdict(cfg).items() if k not in ("target_options", "models")}
     options["targets"] = [{"model": m, **{k: v for k, v in asdict(o).items() if v is not None}} for m, o in zip(cfg.models, opts)]
-    return build_report(evaluations, data=data.describe(), battery=battery.config(), seed=cfg.seed,
-                        device=", ".join(sorted({str(t.device) for t in targets})), options=options)
+    report = build_report(evaluations, data=data.describe(), battery=battery.config(), seed=cfg.seed,
+                          device=", ".join(sorted({str(t.device) for t in targets})), options=options)
+    if keep:
+        for entry, summary in zip(report["results"], checks):
+            if save_examples is not None:
+                summary.update(folder=str(save_examples), index=str(Path(save_examples) / ex.INDEX))
+            entry["examples_check"] = summary
+    return ScanOutcome(report, shown, saved)

@@ -82,6 +82,7 @@ def make_progress(console: Console):
 
 
 from robustbench_cli.cli import commands as _commands  # noqa: E402,F401  (registers the commands)
+from robustbench_cli.cli import judge as _judge  # noqa: E402,F401  (compare, gate)
 
 
 def main() -> None:

@@ -1,4 +1,7 @@
-"""The commands: ``scan`` (the main job), ``demo`` (the embedded default), ``attacks`` (what can run)."""
+"""The commands: ``scan`` (the main job), ``demo`` (the embedded default), ``attacks`` (what can run).
+
+``compare`` and ``gate`` live in :mod:`robustbench_cli.cli.judge`; ``scan`` shares their gate options (``cli.ci``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from robustbench_cli.cli.app import _floats, app, make_progress, user_errors
+from robustbench_cli.cli.ci import Alpha, Annotate, Config, FailUnder, GatePlan, Junit, MaxDrop, Paired, Summary
 from robustbench_cli.errors import UserError
 
 out = Console(width=None if sys.stdout.isatty() else 150)  # logs and pipes get the whole table
@@ -24,12 +28,18 @@ Models = Annotated[list[str], typer.Argument(
     show_default=False)]
 
 
-def _finish(report: dict, outputs: list[Path]) -> None:
+def _finish(report: dict, outputs: list[Path], examples=None, save: tuple[Path, list] | None = None) -> None:
+    """Show the table, render every report, save the examples folder, then write the reports."""
     from robustbench_cli.reports import write_reports
     from robustbench_cli.reports.console import render_summary
+    from robustbench_cli.reports.examples import save_folder
+    from robustbench_cli.reports.writers import render_reports
 
     render_summary(report, out)
-    written = write_reports(report, outputs)
+    texts = render_reports(report, outputs, examples=examples)
+    if save is not None:
+        save_folder(save[1], save[0])
+    written = write_reports(report, outputs, texts=texts)
     out.print("reports: " + ", ".join(str(p) for p in written))
 
 
@@ -61,12 +71,29 @@ def scan(
     seed: Annotated[int, typer.Option(help="Seed for every random choice; in the report.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Samples attacked at once.")] = 256,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N] for PyTorch targets.")] = "auto",
-    report: Annotated[Optional[list[str]], typer.Option("-o", "--report", help="Report file(s); format from the suffix: .json, .csv, .md. Default robust-report/report.json.")] = None,
+    report: Annotated[Optional[list[str]], typer.Option("-o", "--report", help="Report file(s); format from the suffix: .json, .csv, .md, .html, .xml (JUnit of the gate). Default robust-report/report.json.")] = None,
+    save_examples: Annotated[Optional[Path], typer.Option(help="Save every adversarial example as PNG, with index.csv, in this new folder; each is re-checked on the model after 8-bit rounding.")] = None,
+    html_examples: Annotated[int, typer.Option(help="Adversarial examples per target and threat shown in an .html report.")] = 6,
+    fail_under: FailUnder = None,
+    max_drop: MaxDrop = None,
+    baseline: Annotated[Optional[Path], typer.Option(help="Baseline report JSON for --max-drop (default with several models: the first model).")] = None,
+    paired: Paired = None,
+    alpha: Alpha = None,
+    gate: Annotated[bool, typer.Option("--gate", help="Apply the rules of [tool.robust.gate] in pyproject.toml (read anyway when a gate option is given).")] = False,
+    config: Config = None,
+    junit: Junit = None,
+    summary: Summary = None,
+    github_annotations: Annotate = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
-    """Attack MODELS with a battery and report clean and robust accuracy per threat model."""
+    """Attack MODELS with a battery and report clean and robust accuracy per threat model.
+
+    With gate rules (--fail-under, --max-drop, --gate) the exit code is the gate's: 0 passed, 1 failed, 2 could not judge.
+    """
     from robustbench_cli.reports import check_outputs
-    from robustbench_cli.scan import ScanConfig, run_scan
+    from robustbench_cli.reports.examples import check_folder
+    from robustbench_cli.reports.gate import check_rules_against_threats
+    from robustbench_cli.scan import ScanConfig, parse_threats, scan as run
     from robustbench_cli.targets import TargetOptions
 
     with user_errors(debug):
@@ -74,6 +101,22 @@ def scan(
         threats = [*(eps or []), *(threat or [])] or ["linf:0.3"]
         if any(":" in e for e in (eps or [])):
             raise UserError("--eps takes a number (Linf); use --threat NORM:EPS for other norms")
+        gating = bool(fail_under or max_drop or baseline or gate or config)
+        plan = None
+        if gating:
+            plan = GatePlan(fail_under, max_drop, baseline, paired, alpha, config, junit, summary, github_annotations)
+            if not plan.rules:
+                raise UserError("no gate rules: give --fail-under / --max-drop, or set them in [tool.robust.gate]")
+            check_rules_against_threats(plan.rules, parse_threats(threats))
+            if any(r.kind == "max-drop" for r in plan.rules) and plan.baseline is None and len(models) < 2:
+                raise UserError("--max-drop needs a baseline: give --baseline BASE.json, or scan several checkpoints "
+                                "(the first one is the baseline)")
+        elif junit or summary or paired or alpha is not None:
+            raise UserError("--junit, --summary, --paired and --alpha need gate rules (--fail-under, --max-drop or --gate)")
+        if html_examples < 0:
+            raise UserError(f"--html-examples must be >= 0, got {html_examples}")
+        examples_dir = check_folder(save_examples) if save_examples is not None else None
+        wants_html = any(p.suffix.lower() == ".html" for p in outputs)
         torch_models = [m for m in models if not m.lower().endswith(".onnx")]
         if weights and len(weights) != len(torch_models):
             raise UserError(f"{len(weights)} --weights for {len(torch_models)} PyTorch model(s): give one per PyTorch model, in order")
@@ -97,8 +140,35 @@ def scan(
         )
         progress, update = make_progress(err)
         with progress:
-            rep = run_scan(cfg, progress=update)
-        _finish(rep, outputs)
+            outcome = run(cfg, progress=update, save_examples=examples_dir,
+                          html_examples=html_examples if wants_html else 0)
+        rep = outcome.report
+        save = (examples_dir, outcome.saved) if examples_dir is not None else None
+        verdict = None
+        if plan is not None:
+            try:
+                verdict = plan.judge(rep, "this scan")
+            except UserError as e:  # the scan itself is sound: keep its reports, then say why the gate cannot judge
+                _finish(rep, outputs, outcome.examples, save)
+                raise UserError(f"{e} (the scan's reports were written)") from None
+            rep["gate"] = verdict
+        _finish(rep, outputs, outcome.examples, save)
+        if examples_dir is not None:
+            _examples_line(rep, examples_dir)
+        if verdict is not None:
+            plan.emit(verdict, rep)
+            plan.show(verdict)
+    if verdict is not None:
+        raise typer.Exit(verdict["exit_code"])
+
+
+def _examples_line(rep: dict, folder: Path) -> None:
+    checks = [r["examples_check"] for r in rep["results"] if r.get("examples_check")]
+    total = sum(c["checked"] for c in checks)
+    good = sum(c["still_adversarial"] for c in checks)
+    line = (f"examples: {total} saved in {folder}; {good} of them still fool the model after 8-bit rounding "
+            "(index.csv, column still_fools)")
+    out.print(line, highlight=False)
 
 
 @app.command()

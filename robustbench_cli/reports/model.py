@@ -139,6 +139,16 @@ def build_report(evaluations: list[Evaluation], *, data: dict, battery: dict, se
     }
 
 
+SCHEMA = "schema/robust-report-1.json"  # JSON Schema of FORMAT, shipped in the package
+
+
+def report_schema() -> dict:
+    """The JSON Schema (draft 2020-12) that documents ``robust-report/1``."""
+    from importlib import resources
+
+    return json.loads(resources.files("robustbench_cli.reports").joinpath(SCHEMA).read_text(encoding="utf-8"))
+
+
 def load_report(path: str | Path) -> dict:
     p = Path(path)
     if not p.is_file():
@@ -151,4 +161,7 @@ def load_report(path: str | Path) -> dict:
         raise UserError(f"{p}: not a robust report (no 'format': robust-report/N)")
     if rep["format"] != FORMAT:
         raise UserError(f"{p}: report format {rep['format']} is not supported by this version ({FORMAT})")
+    missing = [k for k in ("data", "battery", "targets", "results") if not isinstance(rep.get(k), (dict, list))]
+    if missing:
+        raise UserError(f"{p}: not a complete robust report (missing {', '.join(missing)})")
     return rep

@@ -19,6 +19,14 @@ def atomic_write(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        # mkstemp makes the file private (0600); give it the mode a plain open() would (or the file's old mode)
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            mask = os.umask(0)
+            os.umask(mask)
+            mode = 0o666 & ~mask
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -64,10 +72,34 @@ def to_markdown(report: dict) -> str:
         _md_table(attacks_frame(report)),
         "",
     ]
+    if len(report["targets"]) > 1:
+        from robustbench_cli.reports.compare import compare, to_markdown as comparison_markdown
+
+        parts += ["## Comparison", "", comparison_markdown(compare(report), level=3)]
+    if report.get("gate"):
+        from robustbench_cli.reports.gate import to_markdown as gate_markdown
+
+        parts += [gate_markdown(report["gate"])]
     return "\n".join(parts)
 
 
-WRITERS: dict[str, Callable[[dict], str]] = {".json": to_json, ".csv": to_csv, ".md": to_markdown}
+def to_html(report: dict, examples=None) -> str:
+    from robustbench_cli.reports.html import to_html as render
+
+    return render(report, examples)
+
+
+def to_junit(report: dict) -> str:
+    """JUnit XML of the report's gate: one test case per check (an empty suite when the scan had no gate)."""
+    from robustbench_cli.reports.junit import to_junit as render
+
+    return render(report.get("gate"), timestamp=report.get("created"))
+
+
+WRITERS: dict[str, Callable[[dict], str]] = {
+    ".json": to_json, ".csv": to_csv, ".md": to_markdown, ".html": to_html, ".xml": to_junit,
+}
+TAKES_EXAMPLES = {".html"}  # writers that also draw the adversarial examples kept in memory by the scan
 
 
 def check_outputs(paths: list[str]) -> list[Path]:
@@ -91,7 +123,18 @@ def check_outputs(paths: list[str]) -> list[Path]:
     return out
 
 
-def write_reports(report: dict, paths: list[Path]) -> list[Path]:
+def render_reports(report: dict, paths: list[Path], *, examples=None) -> list[str]:
+    """The text of every report file, in memory: nothing is written until all of them rendered."""
+    texts = []
     for path in paths:
-        atomic_write(path, WRITERS[path.suffix.lower()](report))
+        suffix = path.suffix.lower()
+        texts.append(WRITERS[suffix](report, examples) if suffix in TAKES_EXAMPLES else WRITERS[suffix](report))
+    return texts
+
+
+def write_reports(report: dict, paths: list[Path], *, examples=None, texts: list[str] | None = None) -> list[Path]:
+    """Render every file first, then write them: a writer that fails leaves every existing file as it was."""
+    texts = texts if texts is not None else render_reports(report, paths, examples=examples)
+    for path, text in zip(paths, texts):
+        atomic_write(path, text)
     return paths

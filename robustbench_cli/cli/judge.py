@@ -1,0 +1,90 @@
+"""The commands that judge reports without a model: ``compare`` (side by side) and ``gate`` (rules, exit codes).
+
+Both are pure functions of report files: no model, no data, no GPU. The gate options and CI outputs they share
+with ``scan`` are in :mod:`robustbench_cli.cli.ci`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from robustbench_cli.cli.app import app, user_errors
+from robustbench_cli.cli.ci import (Alpha, Annotate, Config, FailUnder, GatePlan, Junit, MaxDrop, Paired, Summary, err,
+                                    out, writable)
+from robustbench_cli.errors import UserError
+
+COMPARE_SUFFIXES = (".md", ".json", ".html")
+
+
+@app.command()
+def compare(
+    reports: Annotated[list[Path], typer.Argument(help="Report JSON files (the first is the reference column); one "
+                                                       "report with several targets compares its targets.",
+                                                  show_default=False)],
+    output: Annotated[Optional[list[Path]], typer.Option("-o", "--output", help="Write the comparison: .md, .json or "
+                                                                                ".html (the full HTML report of every column).")] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+):
+    """Set checkpoints side by side: accuracies, every attack, queries and time, and the per-sample flips."""
+    from robustbench_cli.reports import compare as C
+    from robustbench_cli.reports.model import load_report
+    from robustbench_cli.reports.writers import atomic_write
+
+    with user_errors(debug):
+        outputs = []
+        for p in output or []:
+            if p.suffix.lower() not in COMPARE_SUFFIXES:
+                raise UserError(f"cannot write {p}: unknown comparison format {p.suffix or '(none)'} "
+                                f"(known: {', '.join(COMPARE_SUFFIXES)})")
+            outputs.append(writable(p, "comparison"))
+        sources = [(str(p), load_report(p)) for p in reports]
+        merged, warnings = C.merge_reports(sources)
+        for w in warnings:
+            err.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
+        cmp = C.compare(merged, warnings)
+        texts = []
+        for p in outputs:
+            suffix = p.suffix.lower()
+            if suffix == ".md":
+                texts.append(C.to_markdown(cmp))
+            elif suffix == ".json":
+                texts.append(C.to_json(cmp))
+            else:
+                from robustbench_cli.reports.html import to_html
+
+                texts.append(to_html(merged))
+        C.render_console({**cmp, "warnings": []}, out)
+        for p, text in zip(outputs, texts):
+            atomic_write(p, text)
+        if outputs:
+            out.print("comparison: " + ", ".join(str(p) for p in outputs), highlight=False)
+
+
+@app.command()
+def gate(
+    report: Annotated[Path, typer.Argument(help="The report JSON to judge.", show_default=False)],
+    baseline: Annotated[Optional[Path], typer.Option(help="Baseline report JSON for --max-drop. Without it, a report "
+                                                          "of several targets uses its first target.")] = None,
+    fail_under: FailUnder = None,
+    max_drop: MaxDrop = None,
+    paired: Paired = None,
+    alpha: Alpha = None,
+    config: Config = None,
+    junit: Junit = None,
+    summary: Summary = None,
+    github_annotations: Annotate = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+):
+    """Judge a report against rules. Exit 0: every check passed; 1: a check failed; 2: could not judge."""
+    from robustbench_cli.reports.model import load_report
+
+    with user_errors(debug):
+        plan = GatePlan(fail_under, max_drop, baseline, paired, alpha, config, junit, summary, github_annotations)
+        rep = load_report(report)
+        verdict = plan.judge(rep, str(report))
+        plan.emit(verdict, rep)
+        plan.show(verdict)
+    raise typer.Exit(verdict["exit_code"])

@@ -1,0 +1,257 @@
+"""Adversarial examples people can look at: 8-bit images, re-checked on the target after quantisation.
+
+The harness verified each adversarial candidate in float32. An 8-bit PNG moves every pixel to the 1/255 grid,
+which can undo a success that sat close to the decision boundary, and can push a pixel that sat on the epsilon
+boundary just outside the ball. So every example shown or saved is quantised first (to the nearest grid value,
+or, when that leaves the threat model, towards the clean input), then shown to the target again (a real model
+call, counted by an :class:`~robustbench_cli.targets.base.Oracle`), and the result is recorded: the model's answer
+on exactly the pixels in the file, the distance of those pixels, and whether they still fool the model.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robustbench_cli.errors import UserError
+
+INDEX = "index.csv"
+INDEX_COLUMNS = ["target", "threat", "id", "label", "goal", "targeted", "clean_pred", "attack", "adv_pred", "distance",
+                 "file", "original", "saved_pred", "saved_distance", "inside_threat", "still_fools"]
+
+
+@dataclass
+class Example:
+    target: str
+    threat: str
+    index: int  # row of the evaluation
+    id: int  # row in the data source
+    label: int
+    goal: int
+    targeted: bool
+    clean_pred: int
+    attack: str  # the attack whose verified candidate broke the sample
+    adv_pred: int  # the target's answer on the float32 candidate
+    distance: float  # of the float32 candidate
+    original: np.ndarray  # uint8, the sample's layout: (C, H, W) or (D,)
+    adversarial: np.ndarray  # uint8, the quantised candidate: exactly the pixels of the image
+    saved_pred: int = -1  # the target's answer on the quantised pixels
+    saved_distance: float = float("nan")  # of the quantised pixels from the clean input
+    inside: bool = False  # the quantised pixels lie inside the threat model
+    fools: bool = False  # ... and the target's answer still meets the goal
+    file: str | None = None
+    original_file: str | None = None
+    clean: np.ndarray | None = None  # float32 clean input (the perturbation is drawn against it)
+
+    @property
+    def still_adversarial(self) -> bool:
+        return self.inside and self.fools
+
+
+# --- images -----------------------------------------------------------------------------------------------------------
+def image_array(sample: np.ndarray) -> np.ndarray:
+    """A sample as an image array: (H, W) grey or (H, W, 3) RGB; flat vectors of a square length become squares."""
+    a = np.asarray(sample)
+    if a.ndim == 3:
+        c = a.shape[0]
+        if c == 1:
+            return a[0]
+        if c == 3:
+            return np.ascontiguousarray(a.transpose(1, 2, 0))
+        return np.concatenate(list(a), axis=1)  # other channel counts side by side, grey
+    if a.ndim == 2:
+        return a
+    d = a.shape[0]
+    s = math.isqrt(d)
+    return a.reshape(s, s) if s * s == d else a.reshape(1, d)
+
+
+def png_bytes(sample_u8: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image_array(sample_u8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def perturbation_u8(example: Example) -> tuple[np.ndarray, float]:
+    """The perturbation of the quantised image, amplified to fill the grey range around mid-grey, and the factor."""
+    clean = example.clean if example.clean is not None else from_u8(example.original)
+    delta = from_u8(example.adversarial) - clean.astype(np.float32)
+    peak = float(np.abs(delta).max())
+    amp = 0.5 / peak if peak > 0 else 1.0
+    return np.clip(np.rint((0.5 + amp * delta) * 255), 0, 255).astype(np.uint8), amp
+
+
+# --- quantisation and the re-check ----------------------------------------------------------------------------------
+def to_u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(np.asarray(x, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def from_u8(q: np.ndarray) -> np.ndarray:
+    """How an 8-bit image reads back as data (the loaders' own conversion)."""
+    return q.astype(np.float32) / np.float32(255.0)
+
+
+def quantise(adv: np.ndarray, x0: np.ndarray, threat, bounds=(0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images of the candidates, inside the threat model where possible, and whether each one is inside."""
+    x0_t = torch.as_tensor(x0)
+    q = to_u8(adv)
+    inside = threat.contains(torch.as_tensor(from_u8(q)), x0_t, bounds).numpy()
+    if not inside.all():  # round towards the clean input instead: never further from it than the candidate
+        rows = ~inside
+        a255 = adv[rows].astype(np.float64) * 255.0
+        c255 = x0[rows].astype(np.float64) * 255.0
+        grid = np.rint(c255)
+        on_grid = np.abs(c255 - grid).reshape(len(c255), -1).max(axis=1) < 1e-3
+        d = a255 - grid
+        toward = np.where(on_grid.reshape(-1, *[1] * (a255.ndim - 1)), grid + np.trunc(d),
+                          np.where(a255 >= c255, np.floor(a255), np.ceil(a255)))
+        q[rows] = np.clip(toward, 0, 255).astype(np.uint8)
+        inside = threat.contains(torch.as_tensor(from_u8(q)), x0_t, bounds).numpy()
+    return q, inside
+
+
+def check_examples(target, data, res, indices: np.ndarray) -> tuple[list[Example], int]:
+    """Quantise the kept candidates of ``indices`` and ask ``target`` about them again; returns examples, queries."""
+    from robustbench_cli.targets.base import Oracle
+
+    if res.adversarial is None:
+        raise RuntimeError("the evaluation kept no adversarial candidates (evaluate(..., keep_adversarials=True))")
+    indices = np.asarray(indices, dtype=np.int64)
+    if not len(indices):
+        return [], 0
+    x0 = data.x[indices]
+    adv = res.adversarial[indices]
+    if not np.isfinite(adv).all():
+        raise RuntimeError("asked for examples of samples that were not broken")
+    q, inside = quantise(adv, x0, res.threat, target.bounds)
+    xq = torch.as_tensor(from_u8(q)).to(target.device)
+    oracle = Oracle(target, len(indices))
+    pred = oracle.predict(xq).cpu().numpy().astype(np.int64)
+    queries = int(oracle.used.sum())
+    targeted = bool(res.threat.targeted or (res.goal != res.labels).any())
+    dist = res.threat.distance(torch.as_tensor(from_u8(q)), torch.as_tensor(x0)).numpy()
+    out = []
+    for j, i in enumerate(indices):
+        goal = int(res.goal[i])
+        fools = bool(pred[j] == goal) if targeted else bool(pred[j] != goal)
+        out.append(Example(
+            target=res.target, threat=res.threat.name, index=int(i), id=int(res.ids[i]), label=int(res.labels[i]),
+            goal=goal, targeted=targeted, clean_pred=int(res.clean_pred[i]), attack=str(res.broken_by[i]),
+            adv_pred=int(res.adv_pred[i]), distance=float(res.distance[i]), original=to_u8(x0[j]), adversarial=q[j],
+            saved_pred=int(pred[j]), saved_distance=float(dist[j]), inside=bool(inside[j]),
+            fools=fools, clean=x0[j],
+        ))
+    return out, queries
+
+
+def broken_indices(res) -> np.ndarray:
+    return np.flatnonzero(~res.robust & res.clean_correct & (res.adv_pred >= 0))
+
+
+def select(res, k: int) -> np.ndarray:
+    """Up to ``k`` broken samples, taken in turn from each attack that broke some (battery order, data order)."""
+    idx = broken_indices(res)
+    if k <= 0 or not len(idx):
+        return idx[:0]
+    order = [a.label for a in res.attacks]
+    queues = {lab: [i for i in idx if res.broken_by[i] == lab] for lab in order}
+    queues = {lab: q for lab, q in queues.items() if q}
+    picked: list[int] = []
+    while len(picked) < k and any(queues.values()):
+        for lab in list(queues):
+            if queues[lab] and len(picked) < k:
+                picked.append(queues[lab].pop(0))
+    return np.array(sorted(picked), dtype=np.int64)
+
+
+def summary(examples: list[Example], queries: int) -> dict:
+    good = sum(e.still_adversarial for e in examples)
+    return {"checked": len(examples), "still_adversarial": good, "not_adversarial": len(examples) - good,
+            "outside_threat": sum(not e.inside for e in examples), "recheck_queries": queries}
+
+
+# --- the folder of saved examples ---------------------------------------------------------------------------------
+def check_folder(path: str | Path) -> Path:
+    """Refuse before any work: the folder must be new or empty, and its parent writable."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise UserError(f"--save-examples {path}: it is a file, not a folder")
+    if p.is_dir() and any(p.iterdir()):
+        raise UserError(f"--save-examples {path}: the folder is not empty (give a new or empty folder)")
+    parent = p.parent if str(p.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--save-examples {path}: cannot create {parent} ({e.strerror})") from None
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"--save-examples {path}: folder {parent} is not writable")
+    return p
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "x"
+
+
+def save_folder(examples: list[Example], folder: Path) -> Path:
+    """Write every example as PNG (adversarial and original) and an index CSV; the folder appears whole or not at all.
+
+    Each PNG is read back and compared with the pixels that were re-checked.
+    """
+    from PIL import Image
+
+    from robustbench_cli.reports.console import short_name
+
+    folder = Path(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent if str(folder.parent) else "."))
+    try:
+        tmp.chmod(0o755)
+        dirs: dict[tuple[str, str], str] = {}
+        used: set[str] = set()
+        rows = []
+        for e in examples:
+            key = (e.target, e.threat)
+            if key not in dirs:
+                base = f"{_slug(short_name(e.target))}/{_slug(e.threat)}"
+                name, k = base, 2
+                while name in used:
+                    name, k = f"{base}-{k}", k + 1
+                used.add(name)
+                dirs[key] = name
+                (tmp / name).mkdir(parents=True)
+            rel = f"{dirs[key]}/{e.id}.png"
+            rel_orig = f"{dirs[key]}/{e.id}-original.png"
+            for r, pixels in ((rel, e.adversarial), (rel_orig, e.original)):
+                (tmp / r).write_bytes(png_bytes(pixels))
+                with Image.open(tmp / r) as im:
+                    if not np.array_equal(np.asarray(im), image_array(pixels)):
+                        raise RuntimeError(f"{r}: the PNG does not hold the pixels that were checked")
+            e.file, e.original_file = rel, rel_orig
+            rows.append({
+                "target": e.target, "threat": e.threat, "id": e.id, "label": e.label, "goal": e.goal,
+                "targeted": e.targeted, "clean_pred": e.clean_pred, "attack": e.attack, "adv_pred": e.adv_pred,
+                "distance": f"{e.distance:.6g}", "file": rel, "original": rel_orig, "saved_pred": e.saved_pred,
+                "saved_distance": f"{e.saved_distance:.6g}", "inside_threat": e.inside, "still_fools": e.still_adversarial,
+            })
+        with open(tmp / INDEX, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=INDEX_COLUMNS)
+            w.writeheader()
+            w.writerows(rows)
+        if folder.is_dir():
+            folder.rmdir()  # empty: checked before the scan
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder

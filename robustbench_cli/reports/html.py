@@ -1,0 +1,319 @@
+"""The HTML report: one self-contained file (inline CSS, images as base64 PNG, no script, nothing fetched).
+
+It holds the summary, the gate verdict when there is one, the side-by-side comparison and paired view when the
+report has several targets, robust accuracy against epsilon, success against queries for the query attacks, and a
+grid of adversarial examples. Every plotted point is also listed in a table under its figure, and every example
+image carries data attributes naming what it shows (target, threat, sample id, role), so the picture and the
+numbers can be checked against each other.
+
+The examples are not in the JSON report (they would make it grow with the image size); ``robust scan`` keeps a
+handful per target and threat in memory and passes them here. An HTML report written from a JSON file alone
+says that its examples are missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+from robustbench_cli.reports.stats import count_of, pct_text, wilson
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#1b1b1b;padding:0 1rem}
+h1{font-size:1.6rem}h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid #ddd}h3{font-size:1.05rem}
+table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.88rem}
+th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}th{background:#f4f4f4}
+td.l,th.l{text-align:left}.dim{color:#666;font-size:.85rem}.pass{color:#137333}.fail{color:#b3261e;font-weight:bold}
+.na{color:#a15c00}.verdict{font-size:1.1rem;font-weight:bold;margin:1rem 0}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(360px,1fr));gap:1rem}
+.card{border:1px solid #ddd;border-radius:6px;padding:.5rem}.card figure{display:inline-block;margin:0 .25rem;text-align:center}
+.card img{width:88px;height:auto;image-rendering:pixelated;border:1px solid #ccc}
+.card figcaption{font-size:.75rem;color:#444}.plot img{max-width:100%;height:auto}
+details{margin:.25rem 0 1rem}code{background:#f4f4f4;padding:0 .2rem}
+"""
+
+
+def _e(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _b64(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _img(png: bytes, alt: str, **data) -> str:
+    attrs = " ".join(f'data-{k.replace("_", "-")}="{_e(v)}"' for k, v in data.items())
+    return f'<img src="{_b64(png)}" alt="{_e(alt)}" {attrs}>'
+
+
+def _table(header: list[str], rows: list[list], left: int = 1, cls: str = "") -> str:
+    out = [f'<table class="{cls}"><thead><tr>']
+    out += [f'<th class="{"l" if i < left else ""}">{_e(h)}</th>' for i, h in enumerate(header)]
+    out.append("</tr></thead><tbody>")
+    for row in rows:
+        out.append("<tr>" + "".join(
+            f'<td class="{"l" if i < left else ""}">{c if isinstance(c, _Raw) else _e(c)}</td>' for i, c in enumerate(row)
+        ) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+class _Raw(str):
+    """Cell content that is already HTML."""
+
+
+# --- plots ------------------------------------------------------------------------------------------------------------
+def _figure(width=6.4, height=3.6):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def eps_curves(report: dict, names: dict[str, str]) -> list[dict]:
+    """Robust accuracy against epsilon, per norm and goal: the points of each target (clean accuracy at 0)."""
+    groups: dict[tuple, dict] = {}
+    for r in report["results"]:
+        key = (r["norm"], bool(r.get("targeted")))
+        g = groups.setdefault(key, {"norm": r["norm"], "targeted": key[1], "series": {}})
+        s = g["series"].setdefault(r["target"], {"label": names.get(r["target"], r["target"]), "points": []})
+        if not s["points"]:
+            s["points"].append({"epsilon": 0.0, "threat": "clean", "value": r["clean_accuracy"], "n": r["n"]})
+        s["points"].append({"epsilon": float(r["epsilon"]), "threat": r["threat"], "value": r["robust_accuracy"], "n": r["n"]})
+    for g in groups.values():
+        for s in g["series"].values():
+            s["points"].sort(key=lambda p: p["epsilon"])
+    return list(groups.values())
+
+
+def _plot_eps(g: dict) -> bytes:
+    fig = _figure()
+    ax = fig.subplots()
+    for s in g["series"].values():
+        xs = [p["epsilon"] for p in s["points"]]
+        ys = [100 * p["value"] for p in s["points"]]
+        ax.plot(xs, ys, marker="o", label=s["label"])
+    ax.set_xlabel(f"epsilon ({g['norm']})")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.set_title(f"robust accuracy vs epsilon, {g['norm']}{' targeted' if g['targeted'] else ''}")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def query_curves(report: dict, names: dict[str, str]) -> list[dict]:
+    """Success against queries for threats where a query attack ran: the battery's curve and each query attack's."""
+    out = []
+    for r in report["results"]:
+        query_attacks = [a for a in r["attacks"] if a["family"] == "query" and not a["skipped"] and a.get("success_curve")]
+        if not query_attacks:
+            continue
+        series = [{"label": "whole battery", "curve": r["success_curve"]}]
+        series += [{"label": a["label"], "curve": a["success_curve"]} for a in query_attacks]
+        out.append({"target": r["target"], "label": names.get(r["target"], r["target"]), "threat": r["threat"],
+                    "grid": r["query_grid"], "series": series})
+    return out
+
+
+def _plot_queries(c: dict) -> bytes:
+    fig = _figure()
+    ax = fig.subplots()
+    for s in c["series"]:
+        pts = [(q, 100 * v) for q, v in zip(c["grid"], s["curve"]) if v is not None]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=s["label"],
+                    linewidth=2.2 if s["label"] == "whole battery" else 1.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("queries per sample (verification included)")
+    ax.set_ylabel("success rate (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title(f"success vs queries, {c['label']} at {c['threat']}")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+# --- sections ---------------------------------------------------------------------------------------------------------
+def _summary(report: dict, names: dict[str, str]) -> str:
+    labels = list(dict.fromkeys(a["label"] for r in report["results"] for a in r["attacks"]))
+    header = ["target", "threat", "n", "clean", "robust", "95% CI", *[f"after {x}" for x in labels],
+              "queries/sample", "median q to break", "time"]
+    rows = []
+    for r in report["results"]:
+        by = {a["label"]: a for a in r["attacks"]}
+        ci = wilson(count_of(r["robust_accuracy"], r["n"]), r["n"])
+        cells = [names.get(r["target"], r["target"]), r["threat"], r["n"], pct_text(r["clean_accuracy"]),
+                 _Raw(f"<b>{_e(pct_text(r['robust_accuracy']))}</b>"),
+                 "–" if ci is None else f"{pct_text(ci[0])}–{pct_text(ci[1])}"]
+        for x in labels:
+            a = by.get(x)
+            cells.append("–" if a is None else ("skipped" if a["skipped"] else pct_text(a["robust_accuracy_after"])))
+        q, qb = r["queries_mean"], r["queries_median_success"]
+        cells += ["–" if q is None else f"{q:,.0f}", "–" if qb is None else f"{qb:,.0f}", f"{r['seconds']:.1f}s"]
+        rows.append(cells)
+    out = [_table(header, rows, left=2)]
+    notes = []
+    skipped: dict[tuple[str, str], list[str]] = {}  # (target, reason) -> attack labels, one line each
+    for r in report["results"]:
+        for a in r["attacks"]:
+            if a["skipped"]:
+                labels = skipped.setdefault((names.get(r["target"], r["target"]), a["skipped"]), [])
+                if a["label"] not in labels:
+                    labels.append(a["label"])
+    notes += [f"skipped {', '.join(labels)} on {target}: {reason}" for (target, reason), labels in skipped.items()]
+    for r in report["results"]:
+        for d in r["diagnostics"]:
+            if not d["passed"]:
+                notes.append(f"check failed on {names.get(r['target'], r['target'])} at {r['threat']}: {d['message']}")
+        ec = r.get("examples_check")
+        if ec:
+            notes.append(f"{names.get(r['target'], r['target'])} at {r['threat']}: {ec['checked']} example(s) re-checked "
+                         f"after 8-bit rounding, {ec['still_adversarial']} still fool the model"
+                         + (f" (saved in {ec['folder']})" if ec.get("folder") else ""))
+    if notes:
+        out.append("<ul class=\"dim\">" + "".join(f"<li>{_e(n)}</li>" for n in dict.fromkeys(notes)) + "</ul>")
+    out.append('<p class="dim">clean: accuracy on unperturbed inputs · robust: accuracy under the whole battery, an upper '
+               "bound (every success was re-checked on the target) · 95% CI: Wilson interval for n · after X: robust "
+               "accuracy after attack X in the cascade · queries: model calls per sample, verification included</p>")
+    return "".join(out)
+
+
+def _gate(verdict: dict) -> str:
+    from robustbench_cli.reports import gate
+
+    cls = {"pass": "pass", "FAIL": "fail", "n/a": "na"}
+    rows = []
+    for row in gate.rows(verdict):
+        rows.append([_Raw(f'<span class="{cls[row[0]]}">{_e(row[0])}</span>'), *row[1:]])
+    out = [_table(gate.HEADER, rows, left=4)]
+    out += [f"<p><b>{_e(c['rule'])}</b>: {_e(c['message'])}</p>" for c in verdict["checks"] if c["status"] != "pass"]
+    out.append(f'<p class="dim">{_e(gate.LEGEND)}</p>')
+    vcls = {"passed": "pass", "failed": "fail", "could not judge": "na"}[verdict["status"]]
+    out.append(f'<p class="verdict {vcls}" id="verdict">{_e(verdict["line"])}</p>')
+    return "".join(out)
+
+
+def _comparison(cmp: dict) -> str:
+    from robustbench_cli.reports import compare as C
+
+    labels = [c["label"] for c in cmp["columns"]]
+    out = [f"<p>Reference column: <b>{_e(labels[0])}</b>.</p>"]
+    out += [f"<p class=\"na\">warning: {_e(w)}</p>" for w in cmp["warnings"]]
+    for th in cmp["threats"]:
+        out.append(f"<h3>{_e(th['threat'])} (n={th['n']})</h3>")
+        out.append(_table(["metric", *labels], [[row["metric"], *[C._cell(row, j) for j in range(len(labels))]]
+                                                for row in th["rows"]]))
+        prow = []
+        for p in th["paired"]:
+            if p.get("n") is None:
+                prow.append([p["b"], "–", "–", "–", "–", "–", "no per-sample results"])
+            else:
+                prow.append([p["b"], p["n"], p["both_robust"], p["robust_to_broken"], p["broken_to_robust"],
+                             p["both_broken"], C._p_text(p["p_value"])])
+        out.append(_table([f"paired, against {labels[0]}", "n", "both robust", "robust→broken", "broken→robust",
+                           "both broken", "McNemar p"], prow))
+    out.append(f'<p class="dim">{_e(C.LEGEND)}</p>')
+    return "".join(out)
+
+
+def _curves(report: dict, names: dict[str, str]) -> str:
+    out = ["<h2>Robust accuracy vs epsilon</h2>"]
+    for g in eps_curves(report, names):
+        title = f"{g['norm']}{' targeted' if g['targeted'] else ''}"
+        out.append(f'<div class="plot">{_img(_plot_eps(g), f"robust accuracy vs epsilon ({title})", plot="robust-vs-epsilon", norm=g["norm"], targeted=str(g["targeted"]).lower())}</div>')
+        rows = [[s["label"], p["threat"], p["epsilon"], pct_text(p["value"]), p["n"]] for s in g["series"].values() for p in s["points"]]
+        out.append("<details><summary>plotted points</summary>"
+                   + _table(["target", "threat", "epsilon", "accuracy", "n"], rows, left=2) + "</details>")
+    curves = query_curves(report, names)
+    out.append("<h2>Success vs queries</h2>")
+    if not curves:
+        out.append('<p class="dim">No query (black-box) attack ran, so there is no queries-to-success curve.</p>')
+    for c in curves:
+        alt = f"success vs queries, {c['label']} at {c['threat']}"
+        img = _img(_plot_queries(c), alt, plot="success-vs-queries", target=c["label"], threat=c["threat"])
+        out.append(f'<div class="plot">{img}</div>')
+        rows = [[s["label"], *["–" if v is None else pct_text(v) for v in s["curve"]]] for s in c["series"]]
+        out.append("<details><summary>plotted points (success rate within q queries)</summary>"
+                   + _table(["curve", *[f"q≤{q:,}" for q in c["grid"]]], rows) + "</details>")
+    return "".join(out)
+
+
+def _examples(report: dict, examples, names: dict[str, str]) -> str:
+    from robustbench_cli.reports.examples import perturbation_u8, png_bytes
+
+    if examples is None:
+        return ('<p class="dim">No examples: they are embedded only when <code>robust scan</code> writes the HTML report '
+                "(the JSON report does not store images).</p>")
+    if not examples:
+        return '<p class="dim">No sample was broken, so there is no adversarial example to show.</p>'
+    out = ['<p class="dim">Images are exactly the 8-bit pixels shown to the model when it was asked again; the '
+           'perturbation is amplified around mid-grey. A card marked <span class="fail">no longer fools</span> lost its '
+           "effect when rounded to 8 bits (or left the threat model).</p>"]
+    groups: dict[tuple, list] = {}
+    for e in examples:
+        groups.setdefault((e.target, e.threat), []).append(e)
+    for (target, threat), exs in groups.items():
+        label = names.get(target, target)
+        out.append(f"<h3>{_e(label)} at {_e(threat)}</h3><div class=\"grid\">")
+        for e in exs:
+            pert, amp = perturbation_u8(e)
+            meta = dict(target=label, threat=threat, sample_id=e.id)
+            goal = f"goal {e.goal}" if e.targeted else f"label {e.label}"
+            state = ("still fools" if e.still_adversarial else
+                     ("no longer fools" if e.inside else "left the threat model"))
+            scls = "pass" if e.still_adversarial else "fail"
+            out.append(
+                f'<div class="card" data-sample-id="{e.id}" data-still-fools="{str(e.still_adversarial).lower()}">'
+                f'<figure>{_img(png_bytes(e.original), f"sample {e.id}, original", role="original", **meta)}'
+                f'<figcaption>original: {_e(goal)}</figcaption></figure>'
+                f'<figure>{_img(png_bytes(e.adversarial), f"sample {e.id}, adversarial", role="adversarial", prediction=e.saved_pred, **meta)}'
+                f'<figcaption>adversarial: model says {e.saved_pred}</figcaption></figure>'
+                f'<figure>{_img(png_bytes(pert), f"sample {e.id}, perturbation x{amp:.0f}", role="perturbation", amplification=f"{amp:.4g}", **meta)}'
+                f'<figcaption>perturbation ×{amp:.0f}</figcaption></figure>'
+                f'<div class="dim">sample {e.id} · {_e(goal)} · broken by {_e(e.attack)} · distance {e.saved_distance:.4g} '
+                f'({_e(threat)}) · <span class="{scls}">{state}</span> after 8-bit rounding</div></div>'
+            )
+        out.append("</div>")
+    return "".join(out)
+
+
+def to_html(report: dict, examples=None) -> str:
+    """The report as one self-contained HTML page. ``examples``: checked examples (None: not available)."""
+    from robustbench_cli.reports.compare import compare, display_names
+
+    names = display_names(report)
+    data, bat, prov = report["data"], report["battery"], report.get("provenance", {})
+    title = "robust report"
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f"<p>Data <code>{_e(data['name'])}</code> (n={data['n']}, sha256 <code>{_e(str(data['sha256'])[:12])}</code>), "
+        f"battery <code>{_e(bat['name'])}@{_e(bat['version'])}</code>, seed {_e(report['seed'])}, "
+        f"robust {_e(report['tool']['version'])}, created {_e(report.get('created', ''))}.</p>",
+    ]
+    if report.get("gate"):
+        parts += ["<h2>Gate</h2>", _gate(report["gate"])]
+    parts += ["<h2>Summary</h2>", _summary(report, names)]
+    if len(report["targets"]) > 1:
+        parts += ["<h2>Comparison</h2>", _comparison(compare(report))]
+    parts.append(_curves(report, names))
+    parts += ["<h2>Adversarial examples</h2>", _examples(report, examples, names)]
+    libs = prov.get("libraries", {})
+    parts.append('<h2>Provenance</h2><p class="dim">'
+                 + _e(", ".join(f"{k} {v}" for k, v in libs.items() if v)) + "<br>"
+                 + _e(f"platform {prov.get('platform', '–')}, device {prov.get('device', '–')}") + "<br>"
+                 + _e("command: robust " + " ".join(map(str, prov.get("command", [])))) + "</p>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
