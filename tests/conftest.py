@@ -32,3 +32,34 @@ def run_cli():
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
     return _run
+
+
+SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-snapshots", action="store_true", default=False,
+                     help="rewrite tests/snapshots/* from the current output (or set ROBUST_UPDATE_SNAPSHOTS=1)")
+
+
+@pytest.fixture
+def snapshot(request):
+    """Compare text with tests/snapshots/NAME; --update-snapshots or ROBUST_UPDATE_SNAPSHOTS=1 rewrites it."""
+    update = request.config.getoption("--update-snapshots") or os.environ.get("ROBUST_UPDATE_SNAPSHOTS") == "1"
+
+    def check(name: str, text: str) -> None:
+        path = SNAPSHOTS / name
+        if update:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            return
+        if not path.exists():
+            pytest.fail(f"no snapshot {path}: run pytest with --update-snapshots (or ROBUST_UPDATE_SNAPSHOTS=1) to create it")
+        expected = path.read_text(encoding="utf-8")
+        if text != expected:
+            import difflib
+
+            diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True), "snapshot", "now", n=2))
+            pytest.fail(f"output differs from {path} (rerun with --update-snapshots if the change is intended):\n{diff[:4000]}")
+
+    return check

@@ -1,0 +1,145 @@
+"""`robust compare`: side by side, the paired view, and refusing reports that measure different things."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from report_factory import only_target, set_robust, synthetic_report, write
+from robustbench_cli.reports import compare as C
+
+
+@pytest.fixture
+def pair(tmp_path):
+    rep = synthetic_report(n=100, threats=("linf:8/255",))
+    set_robust(rep, "model-a.onnx", "linf:8/255", [True] * 50 + [False] * 50)
+    set_robust(rep, "model-b.onnx", "linf:8/255", [False] * 7 + [True] * 43 + [True] * 2 + [False] * 48)
+    a = write(only_target(rep, "model-a.onnx"), tmp_path / "a.json")
+    b = write(only_target(rep, "model-b.onnx"), tmp_path / "b.json")
+    both = write(rep, tmp_path / "both.json")
+    return rep, a, b, both
+
+
+def _one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.stdout + result.stderr
+    lines = [x for x in result.stderr.strip().splitlines() if x.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def test_two_reports_side_by_side_with_flips(run_cli, pair, tmp_path):
+    _, a, b, _ = pair
+    r = run_cli("compare", a, b, "-o", tmp_path / "c.json", "-o", tmp_path / "c.md", "-o", tmp_path / "c.html")
+    assert r.exit_code == 0, r.stderr
+    assert "model-a.onnx" in r.stdout and "model-b.onnx" in r.stdout and "robust→broken" in r.stdout
+    cmp = json.loads((tmp_path / "c.json").read_text())
+    assert cmp["format"] == "robust-comparison/1" and [c["label"] for c in cmp["columns"]] == ["model-a.onnx", "model-b.onnx"]
+    th = cmp["threats"][0]
+    rows = {row["key"]: row for row in th["rows"]}
+    assert rows["robust_accuracy"]["display"] == ["50.0%", "45.0%"] and rows["robust_accuracy"]["diff"] == [None, "-5.0pp"]
+    assert {"after:fgsm", "queries:square", "seconds:pgd", "queries_mean", "seconds"} <= set(rows)
+    p = th["paired"][0]
+    assert (p["robust_to_broken"], p["broken_to_robust"], p["both_robust"], p["both_broken"]) == (7, 2, 43, 48)
+    assert p["p_value"] == pytest.approx(0.1796875)  # exact two-sided McNemar for 7 vs 2
+    md = (tmp_path / "c.md").read_text()
+    assert "| model-b.onnx | 100 | 43 | 7 | 2 | 48 | 0.1797 |" in md
+    assert "<h2>Comparison</h2>" in (tmp_path / "c.html").read_text()
+
+
+def test_one_report_with_several_targets_compares_them(run_cli, pair):
+    rep, a, _, both = pair
+    r = run_cli("compare", both)
+    assert r.exit_code == 0, r.stderr
+    assert "robust→broken" in r.stdout
+    _one_line_error(run_cli("compare", a), "nothing to compare")
+
+
+def test_same_checkpoint_name_is_labelled_by_its_report(tmp_path):
+    rep = synthetic_report(n=50, threats=("linf:8/255",), targets=(("model.onnx", 0.5),))
+    (tmp_path / "main").mkdir()
+    (tmp_path / "pr").mkdir()
+    sources = [(str(tmp_path / "main" / "report.json"), rep), (str(tmp_path / "pr" / "report.json"), rep)]
+    merged, _ = C.merge_reports(sources)
+    labels = [t["name"] for t in merged["targets"]]
+    assert len(set(labels)) == 2 and all(label.startswith("model.onnx [") for label in labels)
+    assert C.compare(merged)["threats"][0]["paired"][0]["robust_to_broken"] == 0
+
+
+def _variant(tmp_path, name, change):
+    rep = only_target(synthetic_report(n=100), "model-b.onnx")
+    change(rep)
+    return write(rep, tmp_path / name)
+
+
+def _drop_threat(rep):
+    rep["results"] = rep["results"][:1]
+
+
+def _other_battery(rep):
+    rep["battery"] = {**rep["battery"], "version": 2}
+
+
+def _other_settings(rep):
+    rep["battery"] = json.loads(json.dumps(rep["battery"]))
+    rep["battery"]["attacks"][0]["steps"] = 5
+
+
+def _other_n(rep):
+    for r in rep["results"]:
+        r["n"] = 99
+
+
+def _other_budget(rep):
+    rep["options"] = {**rep["options"], "queries": 1000}
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (lambda rep: rep["data"].update(sha256="cd" * 32), "different data"),
+    (_drop_threat, "different threat models"),
+    (_other_battery, "battery synthetic@1 vs synthetic@2"),
+    (_other_settings, "different attack settings"),
+    (_other_n, "different n"),
+    (_other_budget, "query budget"),
+])
+def test_incomparable_reports_are_refused(run_cli, tmp_path, change, fragment):
+    a = write(only_target(synthetic_report(n=100), "model-a.onnx"), tmp_path / "a.json")
+    b = _variant(tmp_path, "b.json", change)
+    out = tmp_path / "c.md"
+    r = run_cli("compare", a, b, "-o", out)
+    _one_line_error(r, "cannot compare", fragment)
+    assert not out.exists()
+
+
+def test_a_different_seed_is_a_warning(run_cli, tmp_path):
+    a = write(only_target(synthetic_report(n=100), "model-a.onnx"), tmp_path / "a.json")
+    b = _variant(tmp_path, "b.json", lambda rep: rep.update(seed=7))
+    r = run_cli("compare", a, b)
+    assert r.exit_code == 0
+    assert "warning" in r.stderr and "different seeds (0 vs 7)" in r.stderr
+
+
+@pytest.mark.parametrize("setup, fragment", [
+    (lambda d: d / "missing.json", "not found"),
+    (lambda d: (d / "x.json").write_text("{no") and d / "x.json", "not a JSON report"),
+    (lambda d: (d / "y.json").write_text('{"format": "robust-report/9"}') and d / "y.json", "not supported"),
+    (lambda d: (d / "z.json").write_text("[1, 2]") and d / "z.json", "not a robust report"),
+])
+def test_unreadable_reports(run_cli, pair, tmp_path, setup, fragment):
+    _, a, _, _ = pair
+    _one_line_error(run_cli("compare", a, setup(tmp_path)), fragment)
+
+
+def test_unknown_output_format_is_refused_first(run_cli, pair, tmp_path):
+    _, a, b, _ = pair
+    _one_line_error(run_cli("compare", a, b, "-o", tmp_path / "c.pdf"), "unknown comparison format")
+
+
+def test_the_same_epsilon_written_two_ways_lines_up():
+    rep = synthetic_report(n=50, threats=("linf:8/255",))
+    a, b = only_target(rep, "model-a.onnx"), json.loads(json.dumps(only_target(rep, "model-b.onnx")))
+    b["results"][0]["threat"] = "linf:0.03137254901960784"
+    merged, _ = C.merge_reports([("a.json", a), ("b.json", b)])
+    assert {r["threat"] for r in merged["results"]} == {"linf:8/255"}
+    assert len(C.compare(merged)["threats"]) == 1
