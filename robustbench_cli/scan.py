@@ -6,6 +6,7 @@ first attack runs (paths, shapes, classes, epsilons, output files), so a bad inp
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,15 @@ class ScanOutcome:
     saved: list = field(default_factory=list)  # every checked example, for --save-examples (written by the caller)
 
 
+def _name_checkpoints(targets) -> None:
+    """Checkpoints of one architecture (``net.py:Net --weights a.pt --weights b.pt``) are told apart by weights."""
+    counts = Counter(t.name for t in targets)
+    for t in targets:
+        weights = t.details.get("weights")
+        if counts[t.name] > 1 and weights:
+            t.name = f"{t.name}@{Path(weights).name}"
+
+
 def parse_threats(threats: list[str]) -> list[ThreatModel]:
     if not threats:
         raise UserError("give at least one threat model (--eps 0.3 or --threat linf:8/255)")
@@ -73,6 +83,7 @@ def scan(cfg: ScanConfig, progress: Progress | None = None, *, save_examples: Pa
                          layout=cfg.data_layout, scale=cfg.data_scale)
     opts = cfg.target_options or [TargetOptions() for _ in cfg.models]
     targets = [load_target(m, o) for m, o in zip(cfg.models, opts)]
+    _name_checkpoints(targets)
     names = [t.name for t in targets]
     if len(set(names)) != len(names):
         raise UserError(f"the same model is given twice: {', '.join(names)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +144,25 @@ def test_the_same_epsilon_written_two_ways_lines_up():
     merged, _ = C.merge_reports([("a.json", a), ("b.json", b)])
     assert {r["threat"] for r in merged["results"]} == {"linf:8/255"}
     assert len(C.compare(merged)["threats"]) == 1
+
+
+def test_two_checkpoints_of_one_architecture_scan_side_by_side(tmp_path, run_cli):
+    """`net.py:Net --weights a.pt --weights b.pt`: the targets are told apart by their weights, not refused."""
+    import shutil
+
+    from robustbench_cli import zoo
+
+    other = tmp_path / "copy_of_the_same_weights.pt"
+    shutil.copy(zoo.WEIGHTS, other)
+    out = tmp_path / "two.json"
+    res = run_cli("scan", zoo.SPEC, zoo.SPEC, "--weights", zoo.WEIGHTS, "--weights", other, "--data", "mnist:test",
+                  "--n", "20", "--eps", "0.1", "--attacks", "fgsm", "--device", "cpu", "-o", out)
+    assert res.exit_code == 0, res.output
+    rep = json.loads(out.read_text())
+    names = [t["name"] for t in rep["targets"]]
+    assert names == [f"{zoo.SPEC}@{Path(zoo.WEIGHTS).name}", f"{zoo.SPEC}@{other.name}"]
+    # same weights, same seed: the per-sample results agree, and the paired view has no flips
+    a, b = rep["results"]
+    assert a["samples"]["robust"] == b["samples"]["robust"]
+    res = run_cli("compare", out)
+    assert res.exit_code == 0, res.output
