@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from robustbench_cli.errors import UserError
+from robustbench_cli.reports.writers import writable_parent
 
 out = Console(width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True)
@@ -45,13 +46,7 @@ def writable(path: Path | str, what: str) -> Path:
     p = Path(path).expanduser()
     if p.is_dir():
         raise UserError(f"cannot write {what} {path}: it is a folder")
-    parent = p.parent if str(p.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot write {what} {path}: cannot create folder {parent} ({e.strerror})") from None
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"cannot write {what} {path}: folder {parent} is not writable")
+    writable_parent(p, f"cannot write {what} {path}")
     return p
 
 

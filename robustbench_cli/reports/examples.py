@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from robustbench_cli.errors import UserError
+from robustbench_cli.reports.writers import writable_parent
 
 INDEX = "index.csv"
 INDEX_COLUMNS = ["target", "threat", "id", "label", "goal", "targeted", "clean_pred", "attack", "adv_pred", "distance",
@@ -190,13 +191,7 @@ def check_folder(path: str | Path) -> Path:
         raise UserError(f"--save-examples {path}: it is a file, not a folder")
     if p.is_dir() and any(p.iterdir()):
         raise UserError(f"--save-examples {path}: the folder is not empty (give a new or empty folder)")
-    parent = p.parent if str(p.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--save-examples {path}: cannot create {parent} ({e.strerror})") from None
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"--save-examples {path}: folder {parent} is not writable")
+    writable_parent(p, f"--save-examples {path}")
     return p
 
 

@@ -102,6 +102,18 @@ WRITERS: dict[str, Callable[[dict], str]] = {
 TAKES_EXAMPLES = {".html"}  # writers that also draw the adversarial examples kept in memory by the scan
 
 
+def writable_parent(path: Path, label: str) -> Path:
+    """Create the folder that will hold ``path`` if needed and check it is writable; errors start with ``label``."""
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{label}: cannot create folder {parent} ({e.strerror})") from None
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"{label}: folder {parent} is not writable")
+    return parent
+
+
 def check_outputs(paths: list[str]) -> list[Path]:
     """Validate output paths before any work starts: known suffix, existing writable folder."""
     out = []
@@ -111,14 +123,7 @@ def check_outputs(paths: list[str]) -> list[Path]:
             raise UserError(f"cannot write {p}: unknown report format {path.suffix or '(none)'} (known: {', '.join(WRITERS)})")
         if path.is_dir():
             raise UserError(f"cannot write {p}: it is a folder")
-        parent = path.parent if str(path.parent) else Path(".")
-        if not parent.exists():
-            try:
-                parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise UserError(f"cannot write {p}: cannot create folder {parent} ({e.strerror})") from None
-        if not os.access(parent, os.W_OK):
-            raise UserError(f"cannot write {p}: folder {parent} is not writable")
+        writable_parent(path, f"cannot write {p}")
         out.append(path)
     return out
 
