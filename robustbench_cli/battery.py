@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from robustbench_cli import diagnostics
 from robustbench_cli.attacks import Attack, Goal, create
 from robustbench_cli.attacks.rng import SampleRng
 from robustbench_cli.data import EvalSet
@@ -227,7 +228,8 @@ def evaluate(
     clean_pred = clean_scores.argmax(dim=1).cpu().numpy().astype(np.int64)
     clean_seconds = time.perf_counter() - t0
 
-    out = Evaluation(target=target.describe(), results=[], clean_seconds=clean_seconds)
+    out = Evaluation(target=target.describe(), results=[], clean_seconds=clean_seconds,
+                     probes=diagnostics.probe(target, x_all, clean_scores, labels))
     for ti, threat in enumerate(threats):
         is_targeted = threat.targeted or targeted is not None
         spec = (targeted or "random") if is_targeted else None

@@ -70,3 +70,4 @@ class Evaluation:
     results: list[ThreatResult]
     clean_seconds: float = 0.0
     skipped: list[dict] = field(default_factory=list)
+    probes: dict = field(default_factory=dict)  # sanity probes of the target on clean inputs (diagnostics.probe)

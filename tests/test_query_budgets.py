@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from robustbench_cli.diagnostics import PROBE_ROWS
 from robustbench_cli.battery import PRESETS, Battery, Entry, evaluate
 from robustbench_cli.reports import build_report
 from robustbench_cli.targets.base import LabelOnly
@@ -64,7 +65,7 @@ def run_tagged(target, stub, data, threat, battery, queries):
     ev = evaluate(target, data, [ThreatModel.parse(threat)], battery, batch_size=1, queries=queries, progress=progress)
     res = ev.results[0]
     per_attack: dict[str, np.ndarray] = {}
-    prev = len(data)  # the clean pass comes first: one row per sample
+    prev = len(data) + min(len(data), PROBE_ROWS)  # the clean pass and the diagnostics' probe come first
     for outcome in res.attacks:
         if outcome.skipped:
             continue
@@ -95,7 +96,7 @@ def test_every_query_is_counted_once_and_budgets_hold_per_sample(problem, attack
     # every sample is verified (at least one query) and none spends more than the budget
     assert res.queries.min() >= 1
     assert res.queries.max() <= queries
-    assert int(res.queries.sum()) == stub.rows - N
+    assert int(res.queries.sum()) == stub.rows - N - min(N, PROBE_ROWS)
     # the query an attack spends last on a broken sample is the one that broke it
     broken = ~res.robust
     assert (res.queries_at_break[broken] == res.queries[broken]).all()
@@ -119,10 +120,10 @@ def test_totals_match_the_model_and_the_report_in_large_batches(problem, attack,
         ev = evaluate(target, data, [ThreatModel.parse(threat)], battery, batch_size=64, queries=queries)
         res = ev.results[0]
         assert res.queries.max() <= queries and res.queries.min() >= 1
-        assert int(res.queries.sum()) == stub.rows - N, queries
+        assert int(res.queries.sum()) == stub.rows - N - min(N, PROBE_ROWS), queries
         report = build_report([ev], data=data.describe(), battery=battery.config(), seed=0, device="cpu")
         samples = report["results"][0]["samples"]
-        assert sum(samples["queries"]) == stub.rows - N
+        assert sum(samples["queries"]) == stub.rows - N - min(N, PROBE_ROWS)
         assert max(samples["queries"]) <= queries
         json.dumps(report, allow_nan=False)  # the report stays valid JSON
 
@@ -144,7 +145,7 @@ def test_cascade_budget_is_per_attack_and_the_ledger_adds_up(problem, labels_onl
         assert a.queries.tolist() == per_attack[a.label].tolist()
         total += a.queries
     assert total.tolist() == res.queries.tolist()
-    assert int(res.queries.sum()) == stub.rows - N
+    assert int(res.queries.sum()) == stub.rows - N - min(N, PROBE_ROWS)
 
 
 # --- through the CLI --------------------------------------------------------------------------------
@@ -196,5 +197,6 @@ def test_cli_budget_and_ledger_match_the_model(tmp_path, run_cli, problem, acces
     counted = _factory_module(path).COUNT[0]
     assert entry["attacks"][0]["skipped"] is None and entry["attacks"][0]["attempted"] == N
     assert max(entry["samples"]["queries"]) <= queries and min(entry["samples"]["queries"]) >= 1
-    assert sum(entry["samples"]["queries"]) == counted - N  # everything but the clean pass is in the ledger
+    # everything but the clean pass and the diagnostics' probe is in the ledger
+    assert sum(entry["samples"]["queries"]) == counted - N - report["targets"][0]["probes"]["model_rows"]
     assert report["targets"][0]["capabilities"] == (["labels"] if access == "labels" else ["labels", "scores", "gradients"])

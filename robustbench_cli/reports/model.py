@@ -56,7 +56,7 @@ def success_curve(queries_of_successes: np.ndarray, attempted: int, grid: list[i
     return [float(np.searchsorted(q, g, side="right") / attempted) for g in grid]
 
 
-def _threat_entry(r: ThreatResult) -> dict:
+def _threat_entry(r: ThreatResult, target_findings: tuple = ()) -> dict:
     broken = ~r.robust & r.clean_correct
     grid = query_grid(int(max(r.queries.max(initial=0), 1)))
     attacks = []
@@ -99,7 +99,7 @@ def _threat_entry(r: ThreatResult) -> dict:
         "robust_accuracy_curve": [
             float((correct - np.searchsorted(np.sort(at_break), g, side="right")) / max(r.n, 1)) for g in grid
         ],
-        "diagnostics": diagnostics.check(r),
+        "diagnostics": diagnostics.check(r) + list(target_findings),
         "attacks": attacks,
         "samples": {
             "id": r.ids.tolist(),
@@ -134,8 +134,9 @@ def build_report(evaluations: list[Evaluation], *, data: dict, battery: dict, se
         "data": data,
         "battery": battery,
         "options": options or {},
-        "targets": [e.target for e in evaluations],
-        "results": [_threat_entry(r) for e in evaluations for r in e.results],
+        # probes: the model calls the diagnostics made on clean inputs, outside every attack's query count
+        "targets": [{**e.target, "probes": e.probes} for e in evaluations],
+        "results": [_threat_entry(r, tuple(diagnostics.check_target(e))) for e in evaluations for r in e.results],
     }
 
 
