@@ -242,8 +242,8 @@ def evaluate(
             target=target.name, threat=threat, ids=data.ids.copy(), labels=labels.copy(), clean_pred=clean_pred,
             goal=goal_np, eligible=eligible, robust=correct.copy(), adv_pred=np.full(n, -1, dtype=np.int64),
             distance=np.full(n, np.nan), queries=np.zeros(n, dtype=np.int64), broken_by=[None] * n,
+            queries_at_break=np.zeros(n, dtype=np.int64),
         )
-        res.queries_at_break = np.zeros(n, dtype=np.int64)
         if keep_adversarials:
             res.adversarial = np.full(data.x.shape, np.nan, dtype=np.float32)
         goal_all = Goal(torch.as_tensor(goal_np, device=device), is_targeted)

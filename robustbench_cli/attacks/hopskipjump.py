@@ -113,9 +113,7 @@ class HopSkipJump(Attack):
     # --- queries ---------------------------------------------------------------------------------
     def _phi(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Is each input adversarial for its row? One counted query each; callers check ``_left`` first."""
-        self._left -= torch.bincount(rows, minlength=len(self._left))
-        pred = self._oracle.predict(x, rows).to(x.device)
-        return self._goal.subset(rows.to(x.device)).reached(pred)
+        return self._goal.subset(rows.to(x.device)).reached(self._phi_pred(x, rows))
 
     def _starts(self, x0, rng):
         """Adversarial starting points per row: the nearest batch input already on the goal's side, and noise."""
