@@ -493,8 +493,8 @@ class _SpyOracle(Oracle):
         self.x0, self.goal, self.threat = x0, goal, threat
         self.saw_adversarial = torch.zeros(len(x0), dtype=torch.bool)
 
-    def scores(self, x, rows=None):
-        out = super().scores(x, rows)
+    def scores(self, x, rows=None, **kw):
+        out = super().scores(x, rows, **kw)
         r = self._rows(x, rows)
         ok = torch.isfinite(out).all(dim=1) & self.threat.contains(x, self.x0[r])
         hit = ok & self.goal.subset(r).reached(out.argmax(dim=1))

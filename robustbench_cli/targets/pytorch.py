@@ -93,6 +93,69 @@ class TorchTarget(Target):
         with torch.no_grad():
             return self.forward(x.to(self.device))
 
+    # --- the fast route for the attacks' forward-only queries -----------------------------------------------
+    fast_forward: bool = True  # False: every query runs the module itself
+
+    def _fast_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward-only queries from an onnxruntime export of this target, on the CPU.
+
+        On small CPU models onnxruntime answers 2.5-4.5x faster than eager torch (measured on the MNIST CNNs
+        here), and query attacks such as Square spend thousands of forward passes per sample. The export is made
+        on the first call and kept only if it agrees with the module on that batch (same classes, scores within
+        1e-4 relative); anything else (an export error, a randomised model) falls back to the module. Only the
+        attacks' own search uses this route: the harness verifies every candidate on the module itself.
+        """
+        if self._session is None and self.fast_forward and self.device.type == "cpu":
+            self._session = self._export_onnx(x) or False
+        if not self._session:
+            return self._scores_batch(x)
+        xs = x.detach().to(torch.float32).contiguous().numpy()
+        return torch.from_numpy(self._session.run(None, {"x": xs})[0])
+
+    _session = None
+
+    def _export_onnx(self, x: torch.Tensor):
+        import contextlib
+        import io
+
+        import onnxruntime as ort
+
+        class _Whole(nn.Module):
+            def __init__(self, target):
+                super().__init__()
+                self.target = target.model
+                self.pre = target.preprocess
+
+            def forward(self, inp):
+                out = self.target(self.pre(inp) if self.pre is not None else inp)
+                return (out[0] if isinstance(out, (tuple, list)) else out).float()
+
+        try:
+            buf = io.BytesIO()
+            sample = x[: max(1, min(len(x), 2))].detach().to(torch.float32)
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()):
+                warnings.simplefilter("ignore")
+                torch.onnx.export(_Whole(self), (sample,), buf, input_names=["x"], output_names=["y"],
+                                  dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = opts.inter_op_num_threads = max(1, torch.get_num_threads())
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            opts.log_severity_level = 3
+            session = ort.InferenceSession(buf.getvalue(), sess_options=opts, providers=["CPUExecutionProvider"])
+            got = torch.from_numpy(session.run(None, {"x": x.detach().to(torch.float32).contiguous().numpy()})[0])
+            want = self._scores_batch(x)
+        except Exception as e:  # noqa: BLE001 - any failure means: no fast route, the module answers
+            self.details["fast_forward"] = f"off ({type(e).__name__})"
+            return None
+        scale = float(want.abs().max()) + 1.0
+        if got.shape != want.shape or not bool((got.argmax(1) == want.argmax(1)).all()) \
+                or float((got - want).abs().max()) > 1e-4 * scale:
+            self.details["fast_forward"] = "off (the export disagrees with the module)"
+            return None
+        self.details["fast_forward"] = "onnxruntime"
+        return session
+
 
 # --- loading ------------------------------------------------------------------------------------
 def _import_attr(spec: str):
