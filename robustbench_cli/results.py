@@ -24,6 +24,7 @@ class AttackOutcome:
     independent: bool = False  # ran on every clean-correct sample, not only on those the cascade left robust
     attempted_mask: np.ndarray | None = None  # bool per sample of the evaluation
     broken_mask: np.ndarray | None = None  # bool: samples this attack broke (verified), whether or not already broken
+    minimum_norm: bool = False  # a minimum-norm attack: its candidates beyond epsilon were verified too
 
 
 @dataclass
@@ -46,6 +47,10 @@ class ThreatResult:
     # float32 like the data, the verified candidate of each sample's first break, NaN elsewhere; only kept when
     # evaluate(..., keep_adversarials=True) is asked (saved examples, the HTML report's example grid)
     adversarial: np.ndarray | None = None
+    # float: the smallest verified adversarial distance per sample, NaN where none was found. Breaks inside epsilon
+    # count, and so do the candidates of minimum-norm attacks beyond it (each re-checked on the model like any
+    # other): robust accuracy at any epsilon' is at most the share of samples with a larger distance.
+    min_distance: np.ndarray | None = None
 
     @property
     def n(self) -> int:

@@ -48,6 +48,8 @@ class Attack(ABC):
     norms: ClassVar[frozenset[Norm]] = frozenset({Norm.LINF, Norm.L2})
     requires: ClassVar[Capability] = Capability.SCORES
     summary: ClassVar[str] = ""
+    # the candidate is the smallest adversarial found, not bounded by the threat's epsilon
+    minimum_norm: ClassVar[bool] = False
 
     def config(self) -> dict:
         """The hyperparameters, as recorded in the report."""
@@ -78,5 +80,5 @@ def create(name: str, **params) -> Attack:
         raise UserError(f"unknown attack {name!r} (known: {', '.join(sorted(REGISTRY))})")
     try:
         return REGISTRY[name](**params)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # unknown or nonsensical hyperparameters
         raise UserError(f"attack {name}: {e}") from None

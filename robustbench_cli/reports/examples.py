@@ -139,7 +139,7 @@ def check_examples(target, data, res, indices: np.ndarray) -> tuple[list[Example
     q, inside = quantise(adv, x0, res.threat, target.bounds)
     xq = torch.as_tensor(from_u8(q)).to(target.device)
     oracle = Oracle(target, len(indices))
-    pred = oracle.predict(xq).cpu().numpy().astype(np.int64)
+    pred = oracle.predict(xq, exact=True).cpu().numpy().astype(np.int64)  # the model itself
     queries = int(oracle.used.sum())
     targeted = bool(res.threat.targeted or (res.goal != res.labels).any())
     dist = res.threat.distance(torch.as_tensor(from_u8(q)), torch.as_tensor(x0)).numpy()

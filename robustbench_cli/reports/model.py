@@ -56,6 +56,25 @@ def success_curve(queries_of_successes: np.ndarray, attempted: int, grid: list[i
     return [float(np.searchsorted(q, g, side="right") / attempted) for g in grid]
 
 
+def epsilon_curve(r: ThreatResult, points: int = 16) -> dict:
+    """Robust accuracy (an upper bound) at epsilons from 0 to the largest verified distance, from one scan.
+
+    A sample counts as broken at epsilon' when a verified adversarial lies within epsilon' of it
+    (``min_distance``); at the scan's own epsilon this is the robust accuracy. Beyond it only minimum-norm
+    attacks (FMN) tell anything: without one, every sample robust at epsilon stays robust on the curve.
+    """
+    md = r.min_distance if r.min_distance is not None else np.full(len(r.ids), np.nan)
+    correct = r.clean_correct
+    d = np.where(correct, md, np.nan)
+    finite = d[np.isfinite(d)]
+    top = max(r.threat.epsilon, float(finite.max()) if len(finite) else 0.0)
+    grid = sorted({round(float(e), 6) for e in np.linspace(0.0, top, points)} | {r.threat.epsilon})
+    with np.errstate(invalid="ignore"):
+        ra = [float((correct & ~(d <= e)).sum() / max(r.n, 1)) for e in grid]
+    return {"epsilon": grid, "robust_accuracy": ra,
+            "minimum_norm_attacks": [a.label for a in r.attacks if a.minimum_norm and not a.skipped]}
+
+
 def _threat_entry(r: ThreatResult, target_findings: tuple = ()) -> dict:
     broken = ~r.robust & r.clean_correct
     grid = query_grid(int(max(r.queries.max(initial=0), 1)))
@@ -99,6 +118,7 @@ def _threat_entry(r: ThreatResult, target_findings: tuple = ()) -> dict:
         "robust_accuracy_curve": [
             float((correct - np.searchsorted(np.sort(at_break), g, side="right")) / max(r.n, 1)) for g in grid
         ],
+        "robust_accuracy_by_epsilon": epsilon_curve(r),
         "diagnostics": diagnostics.check(r) + list(target_findings),
         "attacks": attacks,
         "samples": {
@@ -110,6 +130,7 @@ def _threat_entry(r: ThreatResult, target_findings: tuple = ()) -> dict:
             "robust": r.robust.tolist(),
             "adv_pred": r.adv_pred.tolist(),
             "distance": clean_list(r.distance),
+            "min_distance": clean_list(r.min_distance if r.min_distance is not None else np.full(len(r.ids), np.nan)),
             "queries": r.queries.tolist(),
             "queries_at_break": (r.queries_at_break if r.queries_at_break is not None else np.zeros(len(r.ids), dtype=np.int64)).tolist(),
             "broken_by": list(r.broken_by),
@@ -136,7 +157,8 @@ def build_report(evaluations: list[Evaluation], *, data: dict, battery: dict, se
         "options": options or {},
         # probes: the model calls the diagnostics made on clean inputs, outside every attack's query count
         "targets": [{**e.target, "probes": e.probes} for e in evaluations],
-        "results": [_threat_entry(r, tuple(diagnostics.check_target(e))) for e in evaluations for r in e.results],
+        "results": [_threat_entry(r, (*diagnostics.check_cascade(r, e.target), *diagnostics.check_target(e)))
+                    for e in evaluations for r in e.results],
     }
 
 
