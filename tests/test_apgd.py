@@ -84,7 +84,8 @@ def test_dlr_loss_values_and_fallback():
 # Cross-entropy is not exact on a multiclass linear model with soft logits: its gradient mixes every wrong class
 # (at scale 1 both APGD-CE and PGD-CE stay 2.5 points above the truth, whatever the steps); with sharper logits
 # (scale 5) it follows the nearest wrong class. DLR is scale-invariant and exact at either scale.
-@pytest.mark.parametrize("attack, scale", [("apgd-ce", 5.0), ("apgd-dlr", 1.0), ("apgd-dlr", 5.0)])
+@pytest.mark.parametrize("attack, scale", [("apgd-ce", 5.0), ("apgd-dlr", 1.0), ("apgd-dlr", 5.0), ("apgd-t", 1.0),
+                                           ("apgd-t", 5.0)])
 def test_matches_exact_robust_accuracy_on_a_linear_model(attack, scale):
     target, data, exact = linear_problem(scale)
     threats = [linf(q) for q in np.quantile(exact[np.isfinite(exact)], [0.3, 0.6])]
@@ -103,7 +104,7 @@ def test_at_least_as_strong_as_pgd_on_a_small_net(mlp, norm, eps):
     threat = ThreatModel(norm, eps, f"{norm.value}:{eps}")
     steps = 30
     pgd = evaluate(target, data, [threat], one("pgd", steps=steps), seed=0).results[0]
-    for attack in ("apgd-ce", "apgd-dlr"):
+    for attack in ("apgd-ce", "apgd-dlr", "apgd-t"):
         ap = evaluate(target, data, [threat], one(attack, steps=steps), seed=0).results[0]
         assert ap.robust_accuracy <= pgd.robust_accuracy + 1.0 / len(data), (attack, ap.robust_accuracy, pgd.robust_accuracy)
     assert 0.0 < pgd.robust_accuracy < pgd.clean_accuracy  # the setting discriminates between attacks
@@ -149,7 +150,7 @@ def test_budget_is_exact_and_results_do_not_depend_on_batch_size(mlp):
     target, data = mlp
     data = EvalSet(x=data.x[:40], y=data.y[:40], ids=data.ids[:40], name="clusters-40")
     threat = linf(0.03)
-    for attack in ("apgd-ce", "apgd-dlr"):
+    for attack in ("apgd-ce", "apgd-dlr", "apgd-t"):
         q = 17
         runs = [evaluate(target, data, [threat], one(attack, steps=40), seed=2, batch_size=bs, queries=q).results[0]
                 for bs in (5, 64)]
@@ -160,7 +161,11 @@ def test_budget_is_exact_and_results_do_not_depend_on_batch_size(mlp):
         assert runs[0].adv_pred.tolist() == runs[1].adv_pred.tolist()
         assert runs[0].queries.tolist() == runs[1].queries.tolist()
         full = evaluate(target, data, [threat], one(attack, steps=40), seed=2).results[0]
-        assert full.queries.max() <= 40 + 1 + 1  # steps + 1 evaluations, plus the harness's check
+        # steps + 1 evaluations (per target class for apgd-t, after one ranking query), plus the harness's check
+        most = 40 + 1 + 1 if attack != "apgd-t" else 1 + 4 * (40 + 1) + 1
+        assert full.queries.max() <= most
+        if attack == "apgd-t":
+            assert full.queries.max() > 40 + 2  # unbroken samples went on to the next target classes
 
 
 def test_targeted_dlr_reaches_the_target_on_a_linear_model(linear):
@@ -171,3 +176,26 @@ def test_targeted_dlr_reaches_the_target_on_a_linear_model(linear):
     broken = ~res.robust & res.clean_correct
     assert broken.mean() > 0.5
     assert (res.adv_pred[broken] == res.goal[broken]).all()
+
+
+def test_apgd_t_pursues_the_most_likely_wrong_classes_in_order(mlp, monkeypatch):
+    """Each pass of APGD-T targets the next most likely wrong class at the clean point; success stays untargeted."""
+    import robustbench_cli.attacks.apgd as apgd
+    from robustbench_cli.attacks.rng import SampleRng
+    from robustbench_cli.targets.base import Oracle
+
+    target, data = mlp
+    n = 20
+    x0, y = torch.as_tensor(data.x[:n]), torch.as_tensor(data.y[:n])
+    attack = create("apgd-t", steps=5, targets=3)
+    passes = attack._passes(Oracle(target, n), x0, Goal(y, False))
+    z = target.scores(x0)
+    ranked = z.scatter(1, y[:, None], float("-inf")).argsort(dim=1, descending=True)
+    assert len(passes) == 3 and all(p.targeted for p in passes)
+    for j, p in enumerate(passes):
+        assert p.labels.tolist() == ranked[:, j].tolist()
+        assert not (p.labels == y).any()
+    # with a targeted goal there is one pass per restart, on the goal itself
+    goal_t = Goal((y + 1) % 5, True)
+    (only,) = attack._passes(Oracle(target, n), x0, goal_t)
+    assert only is goal_t

@@ -31,7 +31,8 @@ Deviations from the paper:
 - Restarts (``restarts > 1``) run from fresh random starts for samples not yet broken; the candidate of an
   unbroken sample is its best point over all restarts.
 
-Defaults: 100 steps, one restart, rho 0.75, momentum 0.75, random start (uniform in the ball).
+Defaults: 100 steps, one restart, rho 0.75, momentum 0.75, random start (uniform in the ball); ``eot=N`` averages
+each gradient over N draws of a randomised model (EOT, Athalye et al. 2018), N queries a step.
 
 Example::
 
@@ -86,7 +87,7 @@ class _APGD(Attack):
     _loss_name: str = "ce"
 
     def __init__(self, *, steps: int = 100, restarts: int = 1, rho: float = 0.75, momentum: float = 0.75,
-                 random_start: bool = True):
+                 random_start: bool = True, eot: int = 1):
         if steps < 1 or restarts < 1:
             raise ValueError("steps and restarts must be >= 1")
         if not 0.0 < rho <= 1.0:
@@ -99,10 +100,17 @@ class _APGD(Attack):
         self.momentum = momentum
         self.random_start = random_start
         self.loss = self._loss_name
-        self._source = Autograd()
+        self._source = Autograd(eot=eot)  # eot > 1: each gradient averaged over draws of a randomised model
+
+    def config(self) -> dict:
+        return {**super().config(), **{k: v for k, v in self._source.config().items() if k == "eot"}}
 
     def _loss_fn(self):
         return cross_entropy if self._loss_name == "ce" else dlr
+
+    def _passes(self, oracle, x0, goal) -> list[Goal]:
+        """The goal each pass's loss pursues (success is always judged on ``goal``): one per restart here."""
+        return [goal] * self.restarts
 
     def run(self, oracle, x0, goal, threat, rng):
         loss_fn = self._loss_fn()
@@ -116,7 +124,7 @@ class _APGD(Attack):
         marks = set(checkpoints(self.steps)) - {0}
         a = self.momentum
 
-        for _ in range(self.restarts):
+        for pass_goal in self._passes(oracle, x0, goal):
             act = (~found).nonzero().squeeze(1)
             if not len(act):
                 break
@@ -153,20 +161,20 @@ class _APGD(Attack):
                         x_new = threat.project(x + a * (zk - x) + (1 - a) * (x - st["x_prev"]), x0a, bounds)
                     st["x_prev"], x = x, x_new
                 if oracle.budget is not None:  # rows that cannot pay for this evaluation stop with their best point
-                    afford = oracle.remaining(rows) >= 1
+                    afford = oracle.remaining(rows) >= (1 if k == self.steps else src.queries_per_step(x))
                     if not bool(afford.all()):
                         stop = (~afford).to(dev)
                         settle(stop)
                         keep_rows(afford.to(dev))
                         if not len(act):
                             break
-                g_goal = goal.subset(act)
+                g_goal, l_goal = goal.subset(act), pass_goal.subset(act)
                 last = k == self.steps
                 if last:
                     z = oracle.logits(x, rows)
-                    loss, g = loss_fn(z, g_goal), None
+                    loss, g = loss_fn(z, l_goal), None
                 else:
-                    loss, g, z = src.value_and_grad(oracle, x, rows, g_goal, loss_fn, rng)
+                    loss, g, z = src.value_and_grad(oracle, x, rows, l_goal, loss_fn, rng)
                 hit = g_goal.reached(z.argmax(dim=1)) & torch.isfinite(z).all(dim=1)
                 if bool(hit.any()):  # broken samples leave the batch with the iterate that broke them
                     out[act[hit]] = x[hit]
@@ -229,3 +237,41 @@ class APGDDLR(_APGD):
     name = "apgd-dlr"
     summary = "Auto-PGD on the scale-invariant DLR loss (Croce & Hein 2020)"
     _loss_name = "dlr"
+
+
+@register
+class APGDT(_APGD):
+    """Targeted APGD-DLR against each of the ``targets`` most likely wrong classes in turn (AutoAttack's APGD-T).
+
+    On an untargeted goal, the clean scores (one query per sample) rank the other classes; pass ``j`` pursues the
+    ``j``-th most likely of them with the targeted DLR loss, on the samples earlier passes left unbroken. Success
+    is still judged on the untargeted goal: any wrong class counts, not only the pass's target. With a targeted
+    goal it is APGD-DLR on that target. ``restarts`` repeats the whole round of targets.
+    """
+
+    name = "apgd-t"
+    summary = "APGD with the targeted DLR loss against each of the top-k other classes in turn (Croce & Hein 2020)"
+    _loss_name = "dlr"
+
+    def __init__(self, *, targets: int = 9, steps: int = 100, restarts: int = 1, rho: float = 0.75,
+                 momentum: float = 0.75, random_start: bool = True, eot: int = 1):
+        if targets < 1:
+            raise ValueError("targets must be >= 1")
+        super().__init__(steps=steps, restarts=restarts, rho=rho, momentum=momentum, random_start=random_start,
+                         eot=eot)
+        self.targets = targets
+
+    def _passes(self, oracle, x0, goal):
+        if goal.targeted:
+            return [goal] * self.restarts
+        k = oracle.num_classes
+        rows = torch.arange(len(x0))
+        if oracle.budget is not None:  # rows that cannot pay for the ranking query get no pass of their own
+            rows = rows[oracle.remaining(rows) >= 1]
+        ranked = goal.labels[:, None].repeat(1, max(k - 1, 1))  # unranked rows: their own label, never reached
+        if len(rows):
+            z = oracle.logits(x0[rows.to(x0.device)], rows)
+            own = goal.labels[rows.to(x0.device)]
+            others = z.scatter(1, own[:, None], float("-inf")).argsort(dim=1, descending=True)[:, : k - 1]
+            ranked[rows.to(x0.device)] = others
+        return [Goal(ranked[:, j], True) for _ in range(self.restarts) for j in range(min(self.targets, k - 1))]

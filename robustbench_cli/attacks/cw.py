@@ -19,6 +19,9 @@ ball and re-checks it.
 In an untargeted scan (the goal is to leave the label), ``lecture`` aims at the runner-up class of the clean input
 and ``cw-l2`` pushes the label's logit below the best other one.
 
+``eot=N`` (both): each Adam step's gradient is averaged over N draws of a randomised model (EOT, Athalye et al.
+2018), N queries a step; the candidate check uses the mean scores.
+
 Defaults: ``lecture``: lambda starts at 1.0, 6 search steps of 100 Adam steps (lr 0.05; its softmax loss has small gradients). ``cw-l2``: c starts at
 1.0, 6 search steps of 100 Adam steps (lr 0.01), kappa 0.
 
@@ -45,13 +48,20 @@ class _PenaltySearch(Attack):
     family = "gradient"
     requires = Capability.GRADIENTS
 
-    def __init__(self, *, steps: int = 100, search_steps: int = 6, lr: float = 0.01, const: float = 1.0):
+    def __init__(self, *, steps: int = 100, search_steps: int = 6, lr: float = 0.01, const: float = 1.0,
+                 eot: int = 1):
         if steps < 1 or search_steps < 1 or lr <= 0 or const <= 0:
             raise ValueError("steps and search_steps must be >= 1, lr and the initial constant > 0")
+        if eot < 1:
+            raise ValueError("eot must be >= 1")
         self.steps = steps
         self.search_steps = search_steps
         self.lr = lr
         self._const = const
+        self._eot = eot
+
+    def config(self) -> dict:
+        return {**super().config(), **({"eot": self._eot} if self._eot > 1 else {})}  # eot=1 left out, as in Autograd
 
     @abstractmethod
     def _goal_loss(self, z: torch.Tensor, goal: Goal) -> torch.Tensor:
@@ -70,7 +80,7 @@ class _PenaltySearch(Attack):
         best = x0.clone()
         best_d = torch.full((n,), math.inf, device=dev)
         for _ in range(self.search_steps):
-            act = (oracle.remaining() >= self.steps).nonzero().squeeze(1)  # rows that can pay for a whole round
+            act = (oracle.remaining() >= self.steps * self._eot).nonzero().squeeze(1)  # rows that can pay for a round
             if not len(act):
                 break
             rows, a = act, act.to(dev)
@@ -79,13 +89,16 @@ class _PenaltySearch(Attack):
             reached_round = torch.zeros(len(a), dtype=torch.bool, device=dev)
             x0a, ga, ca = x0[a], aim.subset(a), c[a]
             for _ in range(self.steps):
-                with torch.enable_grad():
-                    z = oracle.forward(x, rows)
-                    dist2 = (x - x0a).pow(2).flatten(1).sum(dim=1)
-                    loss = dist2 + ca * self._goal_loss(z, ga)
-                    opt.zero_grad()
-                    loss.sum().backward()
-                xd, zd = x.detach(), z.detach()
+                opt.zero_grad()
+                zd = None
+                for _ in range(self._eot):  # EOT: gradients of the draws add up in x.grad, one graph at a time
+                    with torch.enable_grad():
+                        z = oracle.forward(x, rows)
+                        dist2 = (x - x0a).pow(2).flatten(1).sum(dim=1)
+                        loss = dist2 + ca * self._goal_loss(z, ga)
+                        (loss.sum() / self._eot).backward()
+                    zd = z.detach() if zd is None else zd + z.detach()
+                xd, zd = x.detach(), zd / self._eot
                 hit = goal.subset(a).reached(zd.argmax(dim=1))  # the scan's goal decides what counts
                 d = threat.distance(xd, x0a)
                 closer = hit & (d < best_d[a])
@@ -111,10 +124,10 @@ class Lecture(_PenaltySearch):
     name = "lecture"
     summary = "the lecture's targeted attack: 1/2||softmax(f(x)) - onehot(t)||^2 + lambda||x - x0||^2, lambda searched"
 
-    def __init__(self, *, steps: int = 100, search_steps: int = 6, lr: float = 0.05, lam: float = 1.0):
+    def __init__(self, *, steps: int = 100, search_steps: int = 6, lr: float = 0.05, lam: float = 1.0, eot: int = 1):
         if lam <= 0:
             raise ValueError("lam must be > 0")
-        super().__init__(steps=steps, search_steps=search_steps, lr=lr, const=1.0 / lam)
+        super().__init__(steps=steps, search_steps=search_steps, lr=lr, const=1.0 / lam, eot=eot)
         self.lam = lam
 
     def _aim(self, oracle, x0, goal):
@@ -138,10 +151,10 @@ class CWL2(_PenaltySearch):
     summary = "Carlini-Wagner L2: ||x - x0||^2 + c * margin loss on logits, c searched (Carlini & Wagner 2017)"
 
     def __init__(self, *, steps: int = 100, search_steps: int = 6, lr: float = 0.01, c: float = 1.0,
-                 kappa: float = 0.0):
+                 kappa: float = 0.0, eot: int = 1):
         if kappa < 0:
             raise ValueError("kappa must be >= 0")
-        super().__init__(steps=steps, search_steps=search_steps, lr=lr, const=c)
+        super().__init__(steps=steps, search_steps=search_steps, lr=lr, const=c, eot=eot)
         self.c = c
         self.kappa = kappa
 

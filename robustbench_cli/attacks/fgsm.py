@@ -1,6 +1,7 @@
 """FGSM: the fast gradient sign method (Goodfellow, Shlens & Szegedy 2015, "Explaining and Harnessing
 Adversarial Examples"). One step of size epsilon up the loss: ``x + eps * sign(grad)`` for Linf, the unit
-gradient (FGM) for L2.
+gradient (FGM) for L2. ``eot=N`` averages the gradient over N draws of a randomised model (EOT, see
+:class:`~robustbench_cli.attacks.gradients.Autograd`).
 
 Example::
 
@@ -25,11 +26,15 @@ class FGSM(Attack):
     requires = Capability.GRADIENTS
     summary = "one signed-gradient step of size epsilon (Goodfellow et al. 2015)"
 
-    def __init__(self, *, loss: str = "ce"):
+    def __init__(self, *, loss: str = "ce", eot: int = 1):
         get_loss(loss)
         self.loss = loss
+        self._source = Autograd(eot=eot)
+
+    def config(self) -> dict:
+        return {**super().config(), **{k: v for k, v in self._source.config().items() if k == "eot"}}
 
     def run(self, oracle, x, goal, threat, rng):
         rows = torch.arange(len(x))
-        _, g, _ = Autograd().value_and_grad(oracle, x, rows, goal, get_loss(self.loss), rng)
+        _, g, _ = self._source.value_and_grad(oracle, x, rows, goal, get_loss(self.loss), rng)
         return ascent_step(x, g, threat.epsilon, threat.norm)

@@ -37,18 +37,47 @@ class GradientSource(ABC):
 
 
 class Autograd(GradientSource):
-    """Exact gradient by backpropagation (white-box targets)."""
+    """Exact gradient by backpropagation (white-box targets).
+
+    ``eot``: Expectation over Transformation (Athalye, Engstrom, Ilyas & Kwok 2018, "Synthesizing Robust
+    Adversarial Examples"; Athalye, Carlini & Wagner 2018, "Obfuscated Gradients Give a False Sense of Security"):
+    for a randomised model, the loss, its gradient and the scores are averaged over ``eot`` forward/backward passes,
+    each drawing the model's own randomness and each counted by the oracle as one query per row. One pass at a time,
+    so memory does not grow with ``eot``; ``eot=1`` is the plain gradient.
+    """
 
     name = "autograd"
     requires = Capability.GRADIENTS
 
+    def __init__(self, *, eot: int = 1):
+        if eot < 1:
+            raise ValueError("eot must be >= 1")
+        self.eot = eot
+
+    def queries_per_step(self, x: torch.Tensor) -> int:
+        return self.eot
+
+    def config(self) -> dict:
+        # eot=1 is left out, so that reports without EOT stay comparable with those written before it existed
+        return {"source": self.name, **({"eot": self.eot} if self.eot > 1 else {})}
+
     def value_and_grad(self, oracle, x, rows, goal, loss_fn, rng):
-        x = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            z = oracle.forward(x, rows)
-            loss = loss_fn(z, goal)
-            (grad,) = torch.autograd.grad(loss.sum(), x)
-        return loss.detach(), grad.detach(), z.detach()
+        x = x.detach()
+        loss_sum = grad_sum = z_sum = None
+        for _ in range(self.eot):
+            xr = x.clone().requires_grad_(True)
+            with torch.enable_grad():
+                z = oracle.forward(xr, rows)
+                loss = loss_fn(z, goal)
+                (grad,) = torch.autograd.grad(loss.sum(), xr)
+            loss, grad, z = loss.detach(), grad.detach(), z.detach()
+            if loss_sum is None:
+                loss_sum, grad_sum, z_sum = loss, grad, z
+            else:
+                loss_sum, grad_sum, z_sum = loss_sum + loss, grad_sum + grad, z_sum + z
+        if self.eot == 1:
+            return loss_sum, grad_sum, z_sum
+        return loss_sum / self.eot, grad_sum / self.eot, z_sum / self.eot
 
 
 class _ZerothOrder(GradientSource):

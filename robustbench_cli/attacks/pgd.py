@@ -8,7 +8,7 @@ Ilyas et al. 2018; ``pgd-spsa``: SPSA, Uesato et al. 2018), with a momentum accu
 is misclassified, and restarts run only for samples not yet broken.
 
 Defaults: 40 steps of 2.5 * eps / steps, one restart, random start, cross-entropy loss (``margin`` for the
-Carlini-Wagner margin). ``pgd-nes``: 50 steps of eps/10, 20 antithetic pairs (41 queries a step), margin loss, momentum 0.9.
+Carlini-Wagner margin); ``eot=N`` averages each autograd gradient over N draws of a randomised model (EOT). ``pgd-nes``: 50 steps of eps/10, 20 antithetic pairs (41 queries a step), margin loss, momentum 0.9.
 ``pgd-fd``: 20 steps of eps/10 on central finite differences per coordinate (2d+1 queries a step, inputs of at most
 4096 values).
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from robustbench_cli.attacks.base import Attack, register
-from robustbench_cli.attacks.gradients import NES, SPSA, Autograd, FiniteDifferences, GradientSource
+from robustbench_cli.attacks.gradients import NES, SPSA, Autograd, FiniteDifferences, GradientSource, LossFn
 from robustbench_cli.attacks.losses import get_loss
 from robustbench_cli.attacks.steps import ascent_step, random_start
 from robustbench_cli.targets.base import Capability
@@ -36,26 +36,32 @@ class PGD(Attack):
     summary = "projected gradient descent with random start and restarts (Madry et al. 2018)"
 
     def __init__(self, *, steps: int = 40, step_size: float | None = None, restarts: int = 1,
-                 random_start: bool = True, loss: str = "ce", momentum: float = 0.0,
-                 source: GradientSource | None = None):
+                 random_start: bool = True, loss: str | LossFn = "ce", momentum: float = 0.0, eot: int = 1,
+                 source: GradientSource | None = None, early_stop: bool = True):
         if steps < 1 or restarts < 1:
             raise ValueError("steps and restarts must be >= 1")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError("momentum must be in [0, 1)")
-        get_loss(loss)
+        if not 0.0 <= momentum <= 1.0:  # 1.0 is MI-FGSM's own decay (attacks/transfer.py)
+            raise ValueError("momentum must be in [0, 1]")
+        # a callable loss (z, goal) -> per-sample loss serves training (TRADES' KL to the clean output)
+        self._loss_fn = get_loss(loss) if isinstance(loss, str) else loss
         self.steps = steps
         self.step_size = step_size if step_size is not None else 2.5 / steps  # relative to epsilon
         self.restarts = restarts
         self.random_start = random_start
-        self.loss = loss
+        self.loss = loss if isinstance(loss, str) else getattr(loss, "__name__", "custom")
         self.momentum = momentum  # MI-FGSM accumulator (Dong et al. 2018): steadies noisy gradient estimates
-        self._source = source or Autograd()
+        if source is not None and eot != 1:
+            raise ValueError("eot applies to the autograd gradient, not to a given source")
+        self._source = source or Autograd(eot=eot)
+        # early_stop=False: every sample takes all steps and the last iterate is returned, without the final
+        # check query (Madry et al.'s training attack, used by `robust train`); evaluation keeps the early exit
+        self._early_stop = early_stop
 
     def config(self) -> dict:
-        return {**super().config(), **self._source.config()}
+        return {**super().config(), **self._source.config(), **({} if self._early_stop else {"early_stop": False})}
 
     def run(self, oracle, x0, goal, threat, rng):
-        loss_fn = get_loss(self.loss)
+        loss_fn = self._loss_fn
         src = self._source
         alpha = self.step_size * threat.epsilon
         bounds = oracle.target.bounds
@@ -75,7 +81,9 @@ class PGD(Attack):
                 last = t == self.steps
                 if oracle.budget is not None:
                     # rows that cannot pay for a full step (plus the final check) stop where they are
-                    afford = oracle.remaining(rows) >= (1 if last else need + 1)
+                    # (without early exit there is no final check query to keep back)
+                    reserve = 1 if self._early_stop else 0
+                    afford = oracle.remaining(rows) >= (reserve if last else need + reserve)
                     if not bool(afford.all()):
                         stop = (~afford).to(x.device)
                         out[act[stop]] = x[stop]
@@ -85,11 +93,16 @@ class PGD(Attack):
                         if not len(act):
                             break
                 g_goal = goal.subset(act)
+                if last and not self._early_stop:
+                    out[act] = x
+                    break
                 if last:
                     z, g = oracle.logits(x, rows), None
                 else:
                     _, g, z = src.value_and_grad(oracle, x, rows, g_goal, loss_fn, rng)
                 hit = g_goal.reached(z.argmax(dim=1)) & torch.isfinite(z).all(dim=1)
+                if not self._early_stop:
+                    hit.zero_()
                 if bool(hit.any()):  # broken samples leave the batch: no more work is spent on them
                     out[act[hit]] = x[hit]
                     found[act[hit]] = True
