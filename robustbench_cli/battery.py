@@ -9,8 +9,10 @@ goal. A robust accuracy is the fraction of samples no attack could break this wa
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -119,6 +121,17 @@ PRESETS: dict[str, Battery] = {
             _NOISE,
         ]),
         Battery("blackbox", 1, [*_BLACKBOX, _NOISE]),
+        # AutoAttack's standard version in strength (APGD-CE, APGD-T over 9 targets, FAB-T, Square 5,000), with FMN
+        # as the minimum-norm attack, stopping once inside epsilon: in a cascade only breaks inside the ball count.
+        # Square runs on every target, as in AutoAttack; black boxes also get NES-PGD, label-only ones HopSkipJump.
+        Battery("standard", 1, [
+            Entry("apgd-ce", "apgd-ce", {"steps": 100}),
+            Entry("apgd-t", "apgd-t", {"steps": 100, "targets": 9}),
+            Entry("fmn", "fmn", {"steps": 100, "stop_at_epsilon": True}),
+            _BLACKBOX[0],
+            *[dataclasses.replace(e, when=e.when or "no-gradients") for e in _BLACKBOX[1:]],
+            _NOISE,
+        ]),
     ]
 }
 
@@ -136,6 +149,83 @@ def get_battery(preset: str, attacks: list[str] | None = None) -> Battery:
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
     return PRESETS[preset]
+
+
+def takes_eot(attack: str) -> bool:
+    """Whether an attack averages its gradients over draws of a randomised model (an ``eot`` parameter)."""
+    from robustbench_cli.attacks import REGISTRY
+
+    return attack in REGISTRY and "eot" in inspect.signature(REGISTRY[attack].__init__).parameters
+
+
+def with_eot(battery: Battery, eot: int) -> Battery:
+    """``--eot N``: the battery with ``eot=N`` on every entry whose attack takes it (the gradient attacks).
+
+    The name and version stay; each changed attack's config records its ``eot``, so reports with and without EOT
+    are not comparable. An error when no entry takes it: the option would silently do nothing."""
+    if eot < 1:
+        raise UserError(f"--eot must be >= 1, got {eot}")
+    if eot == 1:
+        return battery
+    if not any(takes_eot(e.attack) for e in battery.entries):
+        from robustbench_cli.attacks import REGISTRY
+
+        able = sorted(a for a in REGISTRY if takes_eot(a))
+        raise UserError(f"--eot {eot}: none of the battery's attacks ({', '.join(e.label for e in battery.entries)}) "
+                        f"averages gradients over draws; EOT applies to {', '.join(able)}")
+    entries = [dataclasses.replace(e, params={**e.params, "eot": eot}) if takes_eot(e.attack) else e
+               for e in battery.entries]
+    return Battery(battery.name, battery.version, entries)
+
+
+# Families whose independent entries run before the cascade: they need no target query but the verification.
+UPFRONT = ("transfer", "generative")
+DEFAULT_TRANSFER = "mi-di-fgsm"  # the transfer attack --surrogate adds when the battery names none
+
+
+def with_transfer(battery: Battery, surrogates: list | None = None, generators: list[str] | None = None) -> Battery:
+    """``--surrogate`` / ``--generator``: the battery with its transfer and generator entries up front.
+
+    Each transfer attack the battery names (``mi-di-fgsm`` when it names none) becomes one entry per surrogate and,
+    with several surrogates, one more for their ensemble; each generator file one ``generator`` entry. They are
+    independent (each attacks every clean-correct sample, so their success rates form the transfer matrix) and run
+    before the cascade. The name and version stay; the attacks' configs name the surrogates and files."""
+    from robustbench_cli.attacks import REGISTRY
+    from robustbench_cli.attacks.transfer import surrogate_name
+
+    surrogates, generators = list(surrogates or []), list(generators or [])
+    family = {e.label: REGISTRY[e.attack].family if e.attack in REGISTRY else None for e in battery.entries}
+    named = [e for e in battery.entries if family[e.label] == "transfer"]
+    named_gen = [e for e in battery.entries if family[e.label] == "generative"]
+    if named and not surrogates:
+        raise UserError(f"{', '.join(e.label for e in named)}: transfer attacks need a surrogate model; pass --surrogate SPEC "
+                        "(repeatable; SPEC@WEIGHTS for a PyTorch architecture with its state dict)")
+    if named_gen and not generators:
+        raise UserError("the generator attack needs a trained generator: pass --generator FILE "
+                        "(from `robust generator train`)")
+    if not surrogates and not generators:
+        return battery
+    kinds = named or ([Entry(DEFAULT_TRANSFER, DEFAULT_TRANSFER)] if surrogates else [])
+    names = [surrogate_name(s, s.details.get("weights")) for s in surrogates]
+    taken: set[str] = set()
+
+    def unique(label: str) -> str:
+        out, k = label, 2
+        while out in taken:
+            out, k = f"{label}-{k}", k + 1
+        taken.add(out)
+        return out
+
+    upfront = []
+    for e in kinds:
+        groups = [([s], n) for s, n in zip(surrogates, names)] + ([(surrogates, "ensemble")] if len(surrogates) > 1 else [])
+        for group, name in groups:
+            upfront.append(Entry(unique(f"{e.label}:{name}"), e.attack, {**e.params, "surrogates": group},
+                                 independent=True))
+    for g in generators:
+        upfront.append(Entry(unique(f"generator:{Path(g).stem}"), "generator", {"generator": str(g)}, independent=True))
+    rest = [e for e in battery.entries if family[e.label] not in ("transfer", "generative")]
+    return Battery(battery.name, battery.version, [*upfront, *rest])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -192,8 +282,21 @@ def _verify(oracle: Oracle, target: Target, threat: ThreatModel, cand: torch.Ten
     cand = threat.project(cand.to(x0.dtype), x0, target.bounds)
     inside = threat.contains(cand, x0, target.bounds)
     pred = oracle.predict(cand, rows, exact=True).to(x0.device)  # the model itself, never a faster stand-in
-    success = goal.reached(pred) & inside
+    success = goal.reached(pred) & inside & _accepted(target, cand)
     return success, pred, cand
+
+
+def _accepted(target: Target, x: torch.Tensor) -> torch.Tensor:
+    """False where a classifier guarded by a detector (targets/detector.py) rejects the input: no success there.
+    The detector answers within the verification query already counted; plain targets accept everything."""
+    rejects = getattr(target, "rejects", None)
+    return torch.ones(len(x), dtype=torch.bool, device=x.device) if rejects is None else ~rejects(x).to(x.device)
+
+
+def _attack_oracle(target: Target, n: int, goal: Goal, budget: int | None) -> Oracle:
+    """The attacks' oracle; a guarded target's adaptive view folds its detector in, per sample and goal."""
+    make = getattr(target, "attack_oracle", None)
+    return Oracle(target, n, budget=budget) if make is None else make(n, goal, budget=budget)
 
 
 def _verify_beyond(oracle: Oracle, target: Target, threat: ThreatModel, raw: torch.Tensor, x0: torch.Tensor,
@@ -210,7 +313,7 @@ def _verify_beyond(oracle: Oracle, target: Target, threat: ThreatModel, raw: tor
     rows = todo.nonzero().squeeze(1)
     if len(rows):
         pred = oracle.predict(raw[rows], rows.cpu(), exact=True).to(x0.device)
-        ok = goal.subset(rows).reached(pred)
+        ok = goal.subset(rows).reached(pred) & _accepted(target, raw[rows])
         out[rows[ok].cpu().numpy()] = dist[rows[ok]].cpu().numpy()
     return out
 
@@ -227,8 +330,16 @@ def evaluate(
     queries: int | None = None,
     progress: Progress | None = None,
     keep_adversarials: bool = False,
+    refuse_randomised: bool = False,
+    state=None,
+    deadline: float | None = None,
 ) -> Evaluation:
-    """Run the battery on every threat. ``keep_adversarials`` keeps each broken sample's verified candidate."""
+    """Run the battery on every threat. ``keep_adversarials`` keeps each broken sample's verified candidate.
+    ``refuse_randomised``: stop, before any attack, when the probe finds that the same inputs give different
+    scores (the scan sets it unless ``--eot`` is on: single-draw gradients of a randomised model mean nothing).
+    ``state`` (a :class:`~robustbench_cli.state.ScanState`): restore the work it holds and record progress in it.
+    ``deadline`` (``time.monotonic()``): start no new batch after it. A stop (the deadline, or Ctrl-C during an
+    attack) leaves ``Evaluation.stopped`` set and every attack that did not finish marked, never a lost result."""
     check_compatible(target, data)
     if batch_size <= 0:
         raise UserError(f"--batch-size must be > 0, got {batch_size}")
@@ -245,10 +356,17 @@ def evaluate(
         raise TargetError(f"the model {target.name} returns NaN or inf on clean inputs")
     target.detect_output_kind(clean_scores[: min(len(clean_scores), 512)])
     clean_pred = clean_scores.argmax(dim=1).cpu().numpy().astype(np.int64)
+    if len(x_all):  # a clean input the detector of a guarded target rejects is answered -1: not correct
+        clean_pred[~_accepted(target, x_all).cpu().numpy()] = -1
     clean_seconds = time.perf_counter() - t0
 
     out = Evaluation(target=target.describe(), results=[], clean_seconds=clean_seconds,
                      probes=diagnostics.probe(target, x_all, clean_scores, labels))
+    if refuse_randomised and diagnostics.randomised(out.probes):
+        raise TargetError(
+            f"the model {target.name} gives different scores for the same inputs (max difference "
+            f"{out.probes['repeat_max_abs_diff']:.2g}): a randomised model needs expectation over transformation; "
+            "pass --eot N (e.g. --eot 20) to average each gradient over N draws")
     for ti, threat in enumerate(threats):
         is_targeted = threat.targeted or targeted is not None
         spec = (targeted or "random") if is_targeted else None
@@ -267,19 +385,41 @@ def evaluate(
             res.adversarial = np.full(data.x.shape, np.nan, dtype=np.float32)
         goal_all = Goal(torch.as_tensor(goal_np, device=device), is_targeted)
         runnable, skipped = battery.applicable_to(target, threat, int(np.prod(data.sample_shape)))
-        # the cascade first; independent entries (the noise yardstick) then see every clean-correct sample
-        runnable = [r for r in runnable if not r[0].independent] + [r for r in runnable if r[0].independent]
+        # transfer and generator entries first, each on every clean-correct sample (one target query a sample, the
+        # cheapest, and their rows form the transfer matrix); then the cascade; then the other independent entries
+        # (the noise yardstick) on every clean-correct sample
+        runnable.sort(key=lambda r: (0 if r[1].family in UPFRONT else 2) if r[0].independent else 1)
         tt0 = time.perf_counter()
-        for entry, attack in runnable:
-            todo = np.flatnonzero(correct if entry.independent else res.robust)
-            outcome = AttackOutcome(entry.label, attack.name, attack.family, attack.config(), attempted=len(todo),
+        unit = f"{target.name}|{threat.name}"
+        saved = _restore(state, unit, res, [e.label for e, _ in runnable])
+        for j, (entry, attack) in enumerate(runnable):
+            outcome = AttackOutcome(entry.label, attack.name, attack.family, attack.config(),
                                     queries=np.zeros(n, dtype=np.int64), independent=entry.independent,
                                     attempted_mask=np.zeros(n, dtype=bool), broken_mask=np.zeros(n, dtype=bool),
-                                    minimum_norm=attack.minimum_norm)
-            outcome.attempted_mask[todo] = True
+                                    minimum_norm=attack.minimum_norm, done_mask=np.zeros(n, dtype=bool))
+            finished_before = saved is not None and j < int(saved["entries_done"])
+            if saved is not None and f"e{j}/attempted" in saved:  # resumed: the samples it was given, and its progress
+                for name in ("attempted_mask", "done_mask", "broken_mask", "queries"):
+                    getattr(outcome, name)[:] = saved[f"e{j}/{name.replace('_mask', '')}"]
+                outcome.broken, prev_seconds = int(saved[f"e{j}/meta"][0]), float(saved[f"e{j}/meta"][1])
+            else:
+                outcome.attempted_mask[np.flatnonzero(correct if entry.independent else res.robust)] = True
+                prev_seconds = 0.0
+            outcome.attempted = int(outcome.attempted_mask.sum())
+            todo = np.flatnonzero(outcome.attempted_mask & ~outcome.done_mask)
+            if out.stopped is None and deadline is not None and time.monotonic() > deadline and len(todo):
+                out.stopped = "time budget spent"
+            if out.stopped is not None and not finished_before and not outcome.done_mask.any():
+                outcome.skipped = f"not run: {out.stopped}"
+                res.attacks.append(outcome)
+                continue
             a0 = time.perf_counter()
-            done = 0
+            done = int(outcome.done_mask.sum())
             for b in range(0, len(todo), batch_size):
+                if out.stopped is None and deadline is not None and time.monotonic() > deadline:
+                    out.stopped = "time budget spent"
+                if out.stopped is not None:
+                    break
                 idx = todo[b : b + batch_size]
                 idx_t = torch.as_tensor(idx, device=device)
                 x0 = x_all[idx_t]
@@ -287,13 +427,17 @@ def evaluate(
                 # one query of each sample's budget is kept back for the harness's verification (two for a
                 # minimum-norm attack, whose candidate beyond epsilon is verified as it is, too)
                 held = 2 if attack.minimum_norm else 1
-                oracle = Oracle(target, len(idx), budget=None if queries is None else max(queries - held, 0))
+                oracle = _attack_oracle(target, len(idx), goal, None if queries is None else max(queries - held, 0))
                 rng = SampleRng(seed, f"{threat.name}/{entry.label}", data.ids[idx], device)
-                cand = attack.run(oracle, x0, goal, threat, rng)
-                if queries is not None:
-                    oracle.budget = queries
-                raw = cand
-                success, pred, cand = _verify(oracle, target, threat, cand, x0, goal, torch.arange(len(idx)))
+                try:
+                    cand = attack.run(oracle, x0, goal, threat, rng)
+                    if queries is not None:
+                        oracle.budget = queries
+                    raw = cand
+                    success, pred, cand = _verify(oracle, target, threat, cand, x0, goal, torch.arange(len(idx)))
+                except KeyboardInterrupt:  # Ctrl-C: this batch is lost, everything before it is kept
+                    out.stopped = "interrupted"
+                    break
                 hit = success.cpu().numpy()
                 dist = threat.distance(cand, x0).cpu().numpy()
                 found = np.where(hit, dist, np.nan)
@@ -313,20 +457,68 @@ def evaluate(
                 if res.adversarial is not None:
                     res.adversarial[broke] = cand.detach().cpu().numpy()[new]
                 outcome.broken += int(hit.sum())
+                if getattr(target, "rejects", None) is not None:  # candidates that fooled the classifier but were flagged
+                    outcome.detected = (outcome.detected or 0) + int((goal.reached(pred) & ~success).sum())
                 outcome.queries[idx] = used
+                outcome.done_mask[idx] = True
                 done += len(idx)
+                if state is not None:
+                    _record(state, unit, res, runnable, j, outcome, prev_seconds + time.perf_counter() - a0)
                 if progress:
-                    progress(f"{target.name} {threat.name} {entry.label}", done, len(todo))
-            outcome.seconds = time.perf_counter() - a0
-            res.queries += outcome.queries
+                    progress(f"{target.name} {threat.name} {entry.label}", done, outcome.attempted)
+            outcome.seconds = prev_seconds + time.perf_counter() - a0
+            if not finished_before:
+                res.queries += outcome.queries
             outcome.robust_after = res.robust_accuracy
             res.attacks.append(outcome)
+            if state is not None and not finished_before and bool((outcome.done_mask == outcome.attempted_mask).all()):
+                _record(state, unit, res, runnable, j + 1, None, 0.0, force=out.stopped is not None)
             if progress and not len(todo):
                 progress(f"{target.name} {threat.name} {entry.label}", 0, 0)
         for entry, attack, reason in skipped:
             res.attacks.append(AttackOutcome(entry.label, attack.name, attack.family, attack.config(), skipped=reason))
         order = {e.label: i for i, e in enumerate(battery.entries)}
         res.attacks.sort(key=lambda a: order.get(a.label, len(order)))  # battery order: same columns for every target
-        res.seconds = time.perf_counter() - tt0
+        # a resumed scan counts the attack time of the runs before it too
+        res.seconds = max(time.perf_counter() - tt0, sum(a.seconds for a in res.attacks))
         out.results.append(res)
+    if state is not None:
+        state.flush()
     return out
+
+
+_RESULT_ARRAYS = ("robust", "adv_pred", "distance", "queries", "queries_at_break", "min_distance", "adversarial")
+
+
+def _restore(state, unit: str, res: ThreatResult, labels: list[str]) -> dict | None:
+    """Put a saved (target, threat) back into ``res``; the saved arrays, or None when there is nothing saved."""
+    saved = state.get(unit) if state is not None else None
+    if saved is None:
+        return None
+    if [str(v) for v in saved["labels"]] != labels:
+        raise UserError(f"--resume: the state's attacks for {unit} ({', '.join(map(str, saved['labels']))}) are not "
+                        f"this battery's ({', '.join(labels)})")
+    for name in _RESULT_ARRAYS:
+        if name in saved and getattr(res, name) is not None:
+            getattr(res, name)[...] = saved[name]
+    res.broken_by = [labels[c] if c >= 0 else None for c in saved["broken_by"].tolist()]
+    return saved
+
+
+def _record(state, unit: str, res: ThreatResult, runnable, j: int, outcome: AttackOutcome | None, seconds: float,
+            *, force: bool = False) -> None:
+    """Save the (target, threat)'s progress: ``j`` attacks finished, and ``outcome``'s partial work if given."""
+    labels = [e.label for e, _ in runnable]
+    old = state.get(unit) or {}
+    arrays = {k: v for k, v in old.items() if k.startswith("e")}  # earlier attacks' records stay
+    arrays.update({name: getattr(res, name).copy() for name in _RESULT_ARRAYS if getattr(res, name) is not None})
+    arrays["broken_by"] = np.array([labels.index(b) if b is not None else -1 for b in res.broken_by], dtype=np.int64)
+    arrays["labels"] = np.array(labels)
+    arrays["entries_done"] = np.array(j if outcome is None else int(old.get("entries_done", 0)))
+    if outcome is not None:
+        arrays[f"e{j}/attempted"] = outcome.attempted_mask.copy()
+        arrays[f"e{j}/done"] = outcome.done_mask.copy()
+        arrays[f"e{j}/broken"] = outcome.broken_mask.copy()
+        arrays[f"e{j}/queries"] = outcome.queries.copy()
+        arrays[f"e{j}/meta"] = np.array([outcome.broken, seconds], dtype=np.float64)
+    state.put(unit, arrays, force=force)

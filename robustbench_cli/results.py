@@ -25,6 +25,8 @@ class AttackOutcome:
     attempted_mask: np.ndarray | None = None  # bool per sample of the evaluation
     broken_mask: np.ndarray | None = None  # bool: samples this attack broke (verified), whether or not already broken
     minimum_norm: bool = False  # a minimum-norm attack: its candidates beyond epsilon were verified too
+    done_mask: np.ndarray | None = None  # bool: samples whose batch this attack finished (all attempted, unless stopped)
+    detected: int | None = None  # guarded targets: candidates that fooled the classifier but the detector flagged
 
 
 @dataclass
@@ -51,6 +53,7 @@ class ThreatResult:
     # count, and so do the candidates of minimum-norm attacks beyond it (each re-checked on the model like any
     # other): robust accuracy at any epsilon' is at most the share of samples with a larger distance.
     min_distance: np.ndarray | None = None
+    detector: dict | None = None  # guarded targets (targets/detector.py): threshold, clean rejection, detection rate
 
     @property
     def n(self) -> int:
@@ -76,3 +79,4 @@ class Evaluation:
     clean_seconds: float = 0.0
     skipped: list[dict] = field(default_factory=list)
     probes: dict = field(default_factory=dict)  # sanity probes of the target on clean inputs (diagnostics.probe)
+    stopped: str | None = None  # why the evaluation stopped before its end ("interrupted", "time budget ..."), or None

@@ -1,5 +1,7 @@
-"""Target-level diagnostics: randomised outputs, masked gradients, probability outputs, and robust accuracy that
-rises with epsilon are each flagged with their id; a sound model passes every check."""
+"""Target-level diagnostics: randomised outputs, masked gradients, probability outputs, robust accuracy that
+rises with epsilon, an unbounded attack that cannot reach chance, and a black-box attack beating the white-box ones
+are each flagged with their id; a sound model passes every check. (tests/test_eot_bpda.py has the end-to-end case of
+an input quantiser: the checks fire, and --bpda quiets them.)"""
 
 import numpy as np
 import torch
@@ -7,7 +9,9 @@ from torch import nn
 
 from linear_truth import linear_module, random_linear_problem
 from robustbench_cli.battery import Battery, Entry, evaluate
-from robustbench_cli.diagnostics import check_target
+from robustbench_cli.diagnostics import check_cascade, check_target
+from robustbench_cli.results import AttackOutcome, ThreatResult
+from robustbench_cli.targets.base import LabelOnly, ScoresOnly
 from robustbench_cli.targets.pytorch import TorchTarget
 from robustbench_cli.threat_model import ThreatModel
 
@@ -32,9 +36,22 @@ class Rounded(nn.Module):
         return self.inner(torch.round(x * 255) / 255)
 
 
-def _findings(module, threats=("linf:0.05",)):
+class Constant(nn.Module):
+    """Ignores its input: the same scores for every image (a broken export, say)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner.bias.expand(len(x), -1) + 0 * x.flatten(1)[:, :1]
+
+
+def _findings(module, threats=("linf:0.05",), view=None):
     W, b, data = random_linear_problem(40, 12, 3, seed=0)
     target = TorchTarget(module(linear_module(W, b)), "m")
+    if view is not None:
+        target = view(target)
     battery = Battery("t", 1, [Entry("fgsm", "fgsm")])
     ev = evaluate(target, data, [ThreatModel.parse(t) for t in threats], battery)
     return {f["check"]: f for f in check_target(ev)}, ev
@@ -42,7 +59,7 @@ def _findings(module, threats=("linf:0.05",)):
 
 def test_a_sound_model_passes_every_check():
     found, _ = _findings(lambda m: m, ("linf:0.02", "linf:0.1"))
-    assert {"deterministic-outputs", "gradients", "epsilon-monotone"} <= set(found)
+    assert {"deterministic-outputs", "gradients", "epsilon-monotone", "unbounded-epsilon"} <= set(found)
     assert all(f["passed"] for f in found.values()), found
     assert "logit-outputs" not in found
 
@@ -54,9 +71,60 @@ def test_randomised_outputs_are_flagged():
 
 
 def test_masked_gradients_are_flagged():
-    found, _ = _findings(Rounded)
+    found, ev = _findings(Rounded)
     assert found["gradients"]["passed"] is False
-    assert "zero at 40" in found["gradients"]["message"]
+    assert "zero at 40" in found["gradients"]["message"] and "--bpda" in found["gradients"]["message"]
+    # PGD at Linf 1 from the clean inputs cannot move either: nothing breaks even with the whole box allowed
+    assert found["unbounded-epsilon"]["passed"] is False
+    assert ev.probes["unbounded"]["still_correct"] == ev.probes["unbounded"]["rows"] == 40
+
+
+def test_unbounded_epsilon_is_quiet_on_sound_black_boxes():
+    for view, attack in ((ScoresOnly, "square"), (LabelOnly, "noise")):
+        found, ev = _findings(lambda m: m, view=view)
+        assert "gradients" not in found
+        assert ev.probes["unbounded"]["attack"] == attack
+        assert found["unbounded-epsilon"]["passed"] is True, found["unbounded-epsilon"]
+        # Square stops each sample at its first success; noise draws at most 10 per sample, verification included
+        assert 0 < ev.probes["unbounded"]["model_rows"] <= 40 * (101 if attack == "square" else 11)
+
+
+def test_a_model_that_ignores_its_input_fails_unbounded_epsilon():
+    found, ev = _findings(Constant, view=ScoresOnly)
+    u = ev.probes["unbounded"]
+    assert u["attack"] == "square" and u["rows"] > 5 and u["still_correct"] == u["rows"]
+    assert found["unbounded-epsilon"]["passed"] is False
+    assert "chance is 33.3%" in found["unbounded-epsilon"]["message"]
+
+
+def _cascade(n: int, broken_by_query: int, gradients: bool = True) -> list[dict]:
+    """A white-box cascade pgd -> square on n clean-correct samples; pgd broke half, square ``broken_by_query``."""
+    robust = np.ones(n, dtype=bool)
+    r = ThreatResult(target="m", threat=ThreatModel.parse("linf:0.1"), ids=np.arange(n), labels=np.zeros(n, int),
+                     clean_pred=np.zeros(n, int), goal=np.zeros(n, int), eligible=np.ones(n, bool), robust=robust,
+                     adv_pred=np.full(n, -1), distance=np.full(n, np.nan), queries=np.zeros(n, int), broken_by=[None] * n)
+    pgd_broke = np.arange(n) < n // 2
+    sq_broke = (np.arange(n) >= n // 2) & (np.arange(n) < n // 2 + broken_by_query)
+    r.attacks = [
+        AttackOutcome("pgd", "pgd", "gradient", {}, attempted=n, broken=int(pgd_broke.sum()),
+                      attempted_mask=np.ones(n, bool), broken_mask=pgd_broke),
+        AttackOutcome("square", "square", "query", {}, attempted=n - n // 2, broken=broken_by_query,
+                      attempted_mask=~pgd_broke, broken_mask=sq_broke),
+        AttackOutcome("noise", "noise", "baseline", {}, attempted=n, independent=True,
+                      attempted_mask=np.ones(n, bool), broken_mask=np.zeros(n, bool)),
+    ]
+    caps = ["labels", "scores"] + (["gradients"] if gradients else [])
+    return check_cascade(r, {"capabilities": caps})
+
+
+def test_blackbox_beating_whitebox_is_flagged_beyond_two_samples_and_one_percent():
+    assert _cascade(100, 1)[0]["passed"] is True  # one lucky sample is no pattern
+    found = _cascade(100, 2)
+    assert len(found) == 1 and found[0]["check"] == "blackbox-vs-whitebox" and found[0]["passed"] is False
+    assert "square broke 2 of the 50 samples the gradient attacks (pgd) left robust" in found[0]["message"]
+    assert _cascade(1000, 9)[0]["passed"] is True  # under 1% of n
+    assert _cascade(1000, 10)[0]["passed"] is False
+    assert _cascade(100, 30, gradients=False) == []  # a black box: query attacks are all it has
 
 
 def test_probability_outputs_are_flagged():

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robustbench_cli.diagnostics import PROBE_ROWS
 from robustbench_cli.battery import PRESETS, Battery, Entry, evaluate
 from robustbench_cli.reports import build_report
 from robustbench_cli.targets.base import LabelOnly
@@ -55,7 +54,8 @@ def make_target(W, b, labels_only: bool):
 
 
 def run_tagged(target, stub, data, threat, battery, queries):
-    """evaluate with one sample per batch; returns the result and, per attack label, the rows each sample cost."""
+    """evaluate with one sample per batch; returns the result, per attack label the rows each sample cost, and the
+    rows of the diagnostics' probes."""
     marks: list[tuple[str, int, int]] = []
 
     def progress(label, done, total):
@@ -65,7 +65,7 @@ def run_tagged(target, stub, data, threat, battery, queries):
     ev = evaluate(target, data, [ThreatModel.parse(threat)], battery, batch_size=1, queries=queries, progress=progress)
     res = ev.results[0]
     per_attack: dict[str, np.ndarray] = {}
-    prev = len(data) + min(len(data), PROBE_ROWS)  # the clean pass and the diagnostics' probe come first
+    prev = len(data) + ev.probes["model_rows"]  # the clean pass and the diagnostics' probes come first
     for outcome in res.attacks:
         if outcome.skipped:
             continue
@@ -78,7 +78,7 @@ def run_tagged(target, stub, data, threat, battery, queries):
             prev = seen
         per_attack[outcome.label] = rows
     assert prev == stub.rows  # nothing was asked after the last batch
-    return res, per_attack
+    return res, per_attack, ev.probes["model_rows"]  # the diagnostics' model calls, outside the ledger
 
 
 @pytest.mark.parametrize("queries", BUDGETS)
@@ -87,7 +87,7 @@ def test_every_query_is_counted_once_and_budgets_hold_per_sample(problem, attack
     W, b, data = problem
     stub, target = make_target(W, b, labels_only)
     battery = Battery("t", 1, [Entry(attack, attack, params)])
-    res, per_attack = run_tagged(target, stub, data, threat, battery, queries)
+    res, per_attack, probe_rows = run_tagged(target, stub, data, threat, battery, queries)
     outcome = res.attacks[0]
     assert outcome.skipped is None and outcome.attempted == N
     # the ledger per sample is exactly what the model received for that sample
@@ -96,7 +96,7 @@ def test_every_query_is_counted_once_and_budgets_hold_per_sample(problem, attack
     # every sample is verified (at least one query) and none spends more than the budget
     assert res.queries.min() >= 1
     assert res.queries.max() <= queries
-    assert int(res.queries.sum()) == stub.rows - N - min(N, PROBE_ROWS)
+    assert int(res.queries.sum()) == stub.rows - N - probe_rows
     # the query an attack spends last on a broken sample is the one that broke it
     broken = ~res.robust
     assert (res.queries_at_break[broken] == res.queries[broken]).all()
@@ -120,10 +120,10 @@ def test_totals_match_the_model_and_the_report_in_large_batches(problem, attack,
         ev = evaluate(target, data, [ThreatModel.parse(threat)], battery, batch_size=64, queries=queries)
         res = ev.results[0]
         assert res.queries.max() <= queries and res.queries.min() >= 1
-        assert int(res.queries.sum()) == stub.rows - N - min(N, PROBE_ROWS), queries
+        assert int(res.queries.sum()) == stub.rows - N - ev.probes["model_rows"], queries
         report = build_report([ev], data=data.describe(), battery=battery.config(), seed=0, device="cpu")
         samples = report["results"][0]["samples"]
-        assert sum(samples["queries"]) == stub.rows - N - min(N, PROBE_ROWS)
+        assert sum(samples["queries"]) == stub.rows - N - report["targets"][0]["probes"]["model_rows"]
         assert max(samples["queries"]) <= queries
         json.dumps(report, allow_nan=False)  # the report stays valid JSON
 
@@ -135,7 +135,7 @@ def test_cascade_budget_is_per_attack_and_the_ledger_adds_up(problem, labels_onl
     W, b, data = problem
     queries = 60
     stub, target = make_target(W, b, labels_only)
-    res, per_attack = run_tagged(target, stub, data, "linf:0.08", PRESETS["blackbox"], queries)
+    res, per_attack, probe_rows = run_tagged(target, stub, data, "linf:0.08", PRESETS["blackbox"], queries)
     ran = [a for a in res.attacks if not a.skipped]
     assert [a.label for a in ran] == (["hopskipjump", "noise"] if labels_only else ["square", "pgd-nes", "noise"])
     total = np.zeros(N, dtype=np.int64)
@@ -145,7 +145,7 @@ def test_cascade_budget_is_per_attack_and_the_ledger_adds_up(problem, labels_onl
         assert a.queries.tolist() == per_attack[a.label].tolist()
         total += a.queries
     assert total.tolist() == res.queries.tolist()
-    assert int(res.queries.sum()) == stub.rows - N - min(N, PROBE_ROWS)
+    assert int(res.queries.sum()) == stub.rows - N - probe_rows
 
 
 # --- through the CLI --------------------------------------------------------------------------------
@@ -188,9 +188,10 @@ def test_cli_budget_and_ledger_match_the_model(tmp_path, run_cli, problem, acces
     np.savez(tmp_path / "d.npz", x=data.x, y=data.y)
     out = tmp_path / "r.json"
     queries = 40
+    # --no-fast-forward: the stub counts rows in its Python forward, which an onnxruntime export of it would not run
     res = run_cli("scan", f"{path}:build", "--data", tmp_path / "d.npz", "--threat", threat, "--attacks", attack,
                   "--queries", queries, "--num-classes", K, "--access", access, "--device", "cpu", "--batch-size", 5,
-                  "-o", out)
+                  "--no-fast-forward", "-o", out)
     assert res.exit_code == 0, res.output
     report = json.loads(out.read_text())
     entry = report["results"][0]

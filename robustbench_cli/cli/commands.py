@@ -56,18 +56,27 @@ def scan(
     shuffle: Annotated[bool, typer.Option(help="Shuffle the data with the seed before selecting.")] = False,
     data_layout: Annotated[Optional[str], typer.Option(help="Layout of the data arrays: nchw or nhwc (detected by default).")] = None,
     data_scale: Annotated[Optional[float], typer.Option(help="Divide pixel values by this (e.g. 255 for float data in 0..255).")] = None,
-    preset: Annotated[str, typer.Option(help="Battery preset: quick, default or blackbox (see `robust attacks`).")] = "default",
+    preset: Annotated[Optional[str], typer.Option(help="Battery preset: quick, default, blackbox or standard (see `robust attacks`); default: default.", show_default=False)] = None,
     attacks: Annotated[Optional[str], typer.Option(help="Comma-separated attacks instead of a preset (see `robust attacks`).")] = None,
     queries: Annotated[Optional[int], typer.Option(help="Per-sample query budget for every attack (verification included).")] = None,
     weights: Annotated[Optional[list[str]], typer.Option(help="Checkpoint (state dict) per PyTorch model, in model order; loaded with weights_only=True.")] = None,
     weights_key: Annotated[Optional[str], typer.Option(help="Where the state dict sits in the checkpoint, e.g. state_dict.0.")] = None,
-    trust_checkpoint: Annotated[bool, typer.Option(help="Allow full unpickling of checkpoints (runs code inside them).")] = False,
+    trust_checkpoint: Annotated[bool, typer.Option(help="Allow full unpickling of checkpoints that need it (runs any code inside them; a warning names each such file).")] = False,
     num_classes: Annotated[Optional[int], typer.Option(help="Number of classes (timm models and factories that take it).")] = None,
     mean: Annotated[Optional[str], typer.Option(help="Per-channel mean applied inside PyTorch targets, e.g. 0.485,0.456,0.406.")] = None,
     std: Annotated[Optional[str], typer.Option(help="Per-channel std applied inside PyTorch targets.")] = None,
     layout: Annotated[Optional[str], typer.Option(help="ONNX input layout: nchw, nhwc or flat (detected by default).")] = None,
     output: Annotated[Optional[str], typer.Option(help="ONNX output to read when the model has several.")] = None,
     access: Annotated[str, typer.Option(help="What the attacker sees: auto, scores, or labels (decision-based).")] = "auto",
+    eot: Annotated[int, typer.Option(help="Average every gradient attack's gradients over N draws of a randomised model (EOT); needed when the model is randomised.")] = 1,
+    bpda: Annotated[Optional[str], typer.Option(help="Comma-separated submodules of a PyTorch model (names as in model.named_modules()) differentiated as the identity (BPDA, straight-through), e.g. quant.")] = None,
+    surrogate: Annotated[Optional[list[str]], typer.Option(help="Surrogate model for transfer attacks, SPEC or SPEC@WEIGHTS (repeatable; several also form an ensemble), e.g. examples/architectures.py:LeNet5@lenet5.pt; loaded like a PyTorch model.")] = None,
+    generator: Annotated[Optional[list[str]], typer.Option(help="Trained perturbation generator file (from `robust generator train`), run as the generator attack (repeatable).")] = None,
+    detector: Annotated[Optional[str], typer.Option(help="A detector guarding the (one) model: any model spec whose output scores 'adversarial' (1 score, or 2: clean, adversarial). The scan then reports the model alone, guarded against non-adaptive attacks, and guarded against adaptive attacks on both.")] = None,
+    detector_weights: Annotated[Optional[str], typer.Option(help="The detector's state dict (PyTorch detectors).")] = None,
+    detector_fpr: Annotated[Optional[float], typer.Option(help="Flag this share of clean inputs: sets the detector's threshold (default 0.05).")] = None,
+    detector_threshold: Annotated[Optional[float], typer.Option(help="A fixed detector threshold instead of --detector-fpr.")] = None,
+    detector_calibration: Annotated[Optional[str], typer.Option(help="Clean data for the --detector-fpr threshold (default: the scanned data), e.g. mnist:train.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for every random choice; in the report.")] = 0,
     batch_size: Annotated[int, typer.Option(help="Samples attacked at once.")] = 256,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N] for PyTorch targets.")] = "auto",
@@ -84,16 +93,23 @@ def scan(
     junit: Junit = None,
     summary: Summary = None,
     github_annotations: Annotate = None,
+    fast_forward: Annotated[bool, typer.Option(help="Answer attacks' forward-only queries on a PyTorch model from an onnxruntime export of it (CPU; checked against the model first, and every success is verified on the model itself).")] = True,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted scan from its state file (next to the first report); run the same command with --resume.")] = False,
+    time_budget: Annotated[Optional[str], typer.Option(help="Stop starting new work after this long (90s, 10m, 1h30m); the report says which samples and attacks completed.")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
     """Attack MODELS with a battery and report clean and robust accuracy per threat model.
+
+    Progress is kept in a state file next to the first report (REPORT.state.npz) while the scan runs: Ctrl-C writes
+    a partial report marked incomplete, and the same command with --resume continues where it stopped.
 
     With gate rules (--fail-under, --max-drop, --gate) the exit code is the gate's: 0 passed, 1 failed, 2 could not judge.
     """
     from robustbench_cli.reports import check_outputs
     from robustbench_cli.reports.examples import check_folder
     from robustbench_cli.reports.gate import check_rules_against_threats
-    from robustbench_cli.scan import ScanConfig, parse_threats, scan as run
+    from robustbench_cli.scan import ScanConfig, parse_duration, parse_threats, scan as run
+    from robustbench_cli.state import state_path_for
     from robustbench_cli.targets import TargetOptions
 
     with user_errors(debug):
@@ -115,12 +131,23 @@ def scan(
             raise UserError("--junit, --summary, --paired and --alpha need gate rules (--fail-under, --max-drop or --gate)")
         if html_examples < 0:
             raise UserError(f"--html-examples must be >= 0, got {html_examples}")
+        if attacks is not None and not any(a.strip() for a in attacks.split(",")):
+            raise UserError("--attacks needs attack names, e.g. --attacks fgsm,pgd (`robust attacks` lists them)")
+        if attacks is not None and preset is not None:  # one would silently replace the other
+            raise UserError(f"give --preset or --attacks, not both (--preset {preset} --attacks {attacks})")
         examples_dir = check_folder(save_examples) if save_examples is not None else None
         wants_html = any(p.suffix.lower() == ".html" for p in outputs)
         torch_models = [m for m in models if not m.lower().endswith(".onnx")]
         if weights and len(weights) != len(torch_models):
             raise UserError(f"{len(weights)} --weights for {len(torch_models)} PyTorch model(s): give one per PyTorch model, in order")
         mean_v, std_v = _floats(mean, "--mean"), _floats(std, "--std")
+        if eot < 1:
+            raise UserError(f"--eot must be >= 1, got {eot}")
+        bpda_v = [b.strip() for b in bpda.split(",") if b.strip()] if bpda is not None else None
+        if bpda is not None and not bpda_v:
+            raise UserError("--bpda needs module names, e.g. --bpda quant or --bpda pre.quant,pre.jpeg")
+        if bpda_v and not torch_models:
+            raise UserError("--bpda replaces the gradient of PyTorch submodules; an ONNX black box has no gradients")
         wq = iter(weights or [])
         opts = [
             TargetOptions(
@@ -128,15 +155,26 @@ def scan(
                 num_classes=num_classes, mean=None if m.lower().endswith(".onnx") else mean_v,
                 std=None if m.lower().endswith(".onnx") else std_v, layout=layout, output=output, access=access,
                 batch_size=batch_size, device=device, trust_checkpoint=trust_checkpoint,
+                bpda=None if m.lower().endswith(".onnx") else bpda_v, fast_forward=fast_forward,
             )
             for m in models
         ]
-        if (mean_v or std_v) and not torch_models:
+        if (mean_v or std_v) and not torch_models and not surrogate:
             raise UserError("--mean/--std apply to PyTorch targets; an ONNX graph must contain its own normalisation")
+        if detector is None and (detector_weights or detector_fpr is not None or detector_threshold is not None
+                                 or detector_calibration):
+            raise UserError("--detector-weights, --detector-fpr, --detector-threshold and --detector-calibration need --detector")
         cfg = ScanConfig(
             models=list(models), data=data, threats=threats, n=n, offset=offset, shuffle=shuffle, data_layout=data_layout,
-            data_scale=data_scale, preset=preset, attacks=[a.strip() for a in attacks.split(",") if a.strip()] if attacks else None,
-            targeted=targeted, queries=queries, seed=seed, batch_size=batch_size, target_options=opts,
+            data_scale=data_scale, preset=preset or "default", attacks=[a.strip() for a in attacks.split(",") if a.strip()] if attacks else None,
+            targeted=targeted, queries=queries, seed=seed, batch_size=batch_size, eot=eot, target_options=opts,
+            state_path=str(state_path_for(outputs[0])), resume=resume,
+            time_budget=parse_duration(time_budget) if time_budget is not None else None,
+            detector=detector, detector_weights=detector_weights, detector_fpr=detector_fpr,
+            detector_threshold=detector_threshold, detector_calibration=detector_calibration,
+            surrogates=list(surrogate or []), generators=list(generator or []),
+            surrogate_options=TargetOptions(weights_key=weights_key, num_classes=num_classes, mean=mean_v, std=std_v,
+                                            batch_size=batch_size, device=device, trust_checkpoint=trust_checkpoint),
         )
         progress, update = make_progress(err)
         with progress:
@@ -155,11 +193,34 @@ def scan(
         _finish(rep, outputs, outcome.examples, save)
         if examples_dir is not None:
             _examples_line(rep, examples_dir)
+        if outcome.stopped is None:
+            if outcome.state is not None:
+                outcome.state.remove()  # the report holds everything now
+        else:
+            _stopped_line(outcome.stopped, outputs[0])
+            if outcome.stopped == "interrupted":
+                raise typer.Exit(130)
+            if plan is not None:
+                raise UserError("the scan stopped early (time budget spent): a partial robust accuracy is no ground "
+                                "for a gate verdict (reports written, marked incomplete)")
         if verdict is not None:
             plan.emit(verdict, rep)
             plan.show(verdict)
     if verdict is not None:
         raise typer.Exit(verdict["exit_code"])
+
+
+def _stopped_line(reason: str, first_report: Path) -> None:
+    args = [a for a in sys.argv[1:] if a != "--resume"]
+    err.print(f"[yellow]scan stopped ({reason}):[/yellow] the reports are partial and marked incomplete; "
+              f"the progress is in {state_path_for_name(first_report)}. Resume with: robust {' '.join(args)} --resume",
+              highlight=False, soft_wrap=True)
+
+
+def state_path_for_name(report: Path) -> str:
+    from robustbench_cli.state import state_path_for
+
+    return str(state_path_for(report))
 
 
 def _examples_line(rep: dict, folder: Path) -> None:
@@ -185,11 +246,14 @@ def demo(
     """
     from robustbench_cli import zoo
     from robustbench_cli.reports import check_outputs
-    from robustbench_cli.scan import ScanConfig, run_scan
+    from robustbench_cli.scan import ScanConfig, parse_threats, run_scan
     from robustbench_cli.targets import TargetOptions
 
     with user_errors(debug):
         outputs = check_outputs([str(report_dir / f"report.{ext}") for ext in ("json", "csv", "md")])
+        if n <= 0:  # checked before the banner: a bad option is the only line printed
+            raise UserError(f"--n must be > 0, got {n}")
+        parse_threats([eps])
         cfg = ScanConfig(
             models=[zoo.SPEC, str(zoo.ONNX)], data="mnist:test", threats=[eps], n=n, shuffle=True, seed=seed,
             target_options=[TargetOptions(weights=str(zoo.WEIGHTS), device="cpu"), TargetOptions()],

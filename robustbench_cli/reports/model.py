@@ -85,7 +85,13 @@ def _threat_entry(r: ThreatResult, target_findings: tuple = ()) -> dict:
             "independent": a.independent, "attempted": a.attempted, "broken": a.broken,
             "success_rate": (a.broken / a.attempted) if a.attempted else None,
             "robust_accuracy_after": a.robust_after, "seconds": round(a.seconds, 4), "config": a.config,
+            # samples it finished: all it attempted, unless the scan stopped (Ctrl-C, --time-budget) during it
+            "completed": int(a.done_mask.sum()) if a.done_mask is not None and not a.skipped else None,
         }
+        if a.detected is not None:  # a guarded target: candidates that fooled the classifier but were flagged
+            entry["detected"] = a.detected
+        if a.family in ("transfer", "generative"):  # what the examples were crafted on: a column of the transfer matrix
+            entry["surrogates"] = list(a.config.get("surrogates") or (a.config.get("trained") or {}).get("surrogates") or [])
         if a.queries is not None:
             mine = a.broken_mask if a.broken_mask is not None else np.zeros(len(a.queries), dtype=bool)
             entry["queries_mean"] = _stat(a.queries[a.attempted_mask], np.mean) if a.attempted_mask is not None else None
@@ -121,6 +127,7 @@ def _threat_entry(r: ThreatResult, target_findings: tuple = ()) -> dict:
         "robust_accuracy_by_epsilon": epsilon_curve(r),
         "diagnostics": diagnostics.check(r) + list(target_findings),
         "attacks": attacks,
+        **({"detector": r.detector} if r.detector is not None else {}),
         "samples": {
             "id": r.ids.tolist(),
             "label": r.labels.tolist(),
@@ -174,8 +181,12 @@ def report_schema() -> dict:
 
 def load_report(path: str | Path) -> dict:
     p = Path(path)
+    if p.is_dir():
+        raise UserError(f"report {str(p)!r} is a folder, not a report file")
     if not p.is_file():
         raise UserError(f"report {str(p)!r} not found")
+    if p.stat().st_size == 0:
+        raise UserError(f"{p}: empty file, not a JSON report")
     try:
         rep = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

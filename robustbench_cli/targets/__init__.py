@@ -25,6 +25,8 @@ class TargetOptions:
     batch_size: int = 256
     device: str = "auto"
     trust_checkpoint: bool = False
+    bpda: list[str] | None = None  # PyTorch submodules differentiated as the identity (pytorch.apply_bpda)
+    fast_forward: bool = True  # attacks' forward-only queries from an onnxruntime export (PyTorch on CPU)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -41,6 +43,9 @@ def resolve_device(name: str) -> torch.device:
 def load_target(spec: str, opts: TargetOptions | None = None) -> Target:
     """Build a target from a spec: ``model.onnx``, ``file.py:factory``, ``pkg.mod:attr``, a TorchScript file, ``timm:NAME``."""
     opts = opts or TargetOptions()
+    if not spec.strip():  # Path("") is the current folder
+        raise TargetError("the model spec is empty: give model.onnx, file.py:factory, package.module:attr, "
+                          "a TorchScript file or timm:NAME")
     if opts.batch_size <= 0:
         raise TargetError(f"--batch-size must be > 0, got {opts.batch_size}")
     if opts.num_classes is not None and opts.num_classes < 2:
@@ -52,6 +57,9 @@ def load_target(spec: str, opts: TargetOptions | None = None) -> Target:
             raise TargetError("an ONNX file carries its weights; --weights is for PyTorch module specs and timm")
         if opts.mean is not None or opts.std is not None:
             raise TargetError("--mean/--std apply to PyTorch targets; an ONNX graph must contain its own normalisation")
+        if opts.bpda:
+            raise TargetError("--bpda replaces the gradient of PyTorch submodules; an ONNX black box has no gradients "
+                              "(its attacks need none)")
         target: Target = OnnxTarget(spec, layout=opts.layout, output=opts.output, batch_size=opts.batch_size)
     else:
         from robustbench_cli.targets.pytorch import load_torch_target
@@ -69,6 +77,14 @@ def load_target(spec: str, opts: TargetOptions | None = None) -> Target:
             device=resolve_device(opts.device),
             trust_checkpoint=opts.trust_checkpoint,
         )
+        target.fast_forward = opts.fast_forward
+        if opts.bpda:
+            from robustbench_cli.targets.pytorch import apply_bpda
+
+            if opts.access in ("scores", "labels"):
+                raise TargetError(f"--bpda changes gradients, but with --access {opts.access} no attack uses them")
+
+            apply_bpda(target, opts.bpda)
     if opts.access == "labels":
         target = LabelOnly(target)
     elif opts.access == "scores" and Capability.GRADIENTS in target.capabilities:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robustbench_cli.errors import TargetError
+from robustbench_cli.errors import TargetError, TrustWarning
 from robustbench_cli.targets.base import Capability, Target, existing_file, file_sha256
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "params", "weights")
@@ -210,23 +210,37 @@ def _build(obj, spec: str, num_classes: int | None) -> nn.Module:
 
 
 def load_checkpoint(path: str | Path, *, trust: bool = False):
+    """Load a checkpoint with ``weights_only=True``. One that needs full unpickling (which can run any code) is
+    refused, unless ``trust``: then it is unpickled fully, with a :class:`TrustWarning` naming the file. A
+    checkpoint that loads safely never takes the unsafe route, flag or not."""
     path = existing_file(path, "weights")
     try:
-        if trust:
-            warnings.warn(f"--trust-checkpoint: unpickling {path} may run code it contains", stacklevel=2)
-            return torch.load(path, map_location="cpu", weights_only=False)  # noqa: S614 - explicit opt-in
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        if "weights_only" not in str(e) and "Unsupported global" not in str(e):
+            raise TargetError(f"{path}: not a readable PyTorch checkpoint ({_first_sentence(e)})") from None
+        if not trust:
             raise TargetError(
                 f"{path}: the checkpoint holds Python objects that need full unpickling, which can run code; "
                 "refused (pass --trust-checkpoint only if you trust its author)"
             ) from None
-        raise TargetError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-        raise TargetError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
+        why = _first_sentence(e)
+        if "zip archive" in why or "central directory" in why or isinstance(e, EOFError):
+            why = f"truncated or corrupt file: {why}"
+        raise TargetError(f"{path}: not a readable PyTorch checkpoint ({why})") from None
+    warnings.warn(f"--trust-checkpoint: fully unpickling {path}, which runs any code it contains", TrustWarning,
+                  stacklevel=2)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)  # noqa: S614 - the user's explicit opt-in
+    except Exception as e:  # noqa: BLE001 - arbitrary pickled objects fail in arbitrary ways
+        raise TargetError(f"{path}: full unpickling failed ({e.__class__.__name__}: {_first_sentence(e)})") from None
+
+
+def _first_sentence(e: BaseException) -> str:
+    """torch's loading errors run to several sentences of advice; the first says what happened."""
+    text = str(e).strip().splitlines()[0].strip() if str(e).strip() else e.__class__.__name__
+    return text.split(". ")[0].rstrip(".")
 
 
 def _is_state_dict(obj) -> bool:
@@ -356,3 +370,45 @@ def load_torch_target(
     if weights:
         target.details["weights"] = str(weights)
     return target
+
+
+# --- BPDA ---------------------------------------------------------------------------------------
+def apply_bpda(target: TorchTarget, names: list[str]) -> None:
+    """``--bpda NAME[,NAME...]``: the named submodules keep their forward output but backpropagate as the identity.
+
+    Backward Pass Differentiable Approximation (Athalye, Carlini & Wagner 2018, "Obfuscated Gradients Give a False
+    Sense of Security"), in its straight-through form (Bengio et al. 2013): a layer ``f`` with ``f(x) ~ x`` whose
+    gradient is zero or useless (rounding, JPEG, thermometer codes, ...) is differentiated as if it were ``x``. A
+    forward hook returns ``f(x).detach() + (x - x.detach())``: exactly ``f(x)`` in value, gradient 1 towards ``x``.
+    Names are those of ``model.named_modules()`` of the user's module (the ``--mean/--std`` normalisation wraps it
+    from outside and is not part of the names). Outside autograd the hook leaves the output untouched.
+    """
+    if isinstance(target.model, torch.jit.ScriptModule):
+        raise TargetError("--bpda needs the Python module (file.py:factory, package.module:attr or timm:NAME): "
+                          "TorchScript modules take no hooks")
+    modules = dict(target.model.named_modules())
+    modules.pop("", None)  # the whole model: its output is the scores, not an approximation of its input
+    for name in names:
+        if name not in modules:
+            known = list(modules)
+            shown = ", ".join(known[:10]) + (f" (+{len(known) - 10} more)" if len(known) > 10 else "")
+            raise TargetError(f"--bpda {name}: {target.name} has no submodule {name!r} "
+                              f"(its modules: {shown or 'none'})")
+    for name in names:
+        modules[name].register_forward_hook(_straight_through(name))
+    target.details["bpda"] = list(names)
+
+
+def _straight_through(name: str):
+    def hook(module, args, out):
+        x = args[0] if len(args) == 1 and isinstance(args[0], torch.Tensor) else None
+        if x is None or not isinstance(out, torch.Tensor):
+            raise TargetError(f"--bpda {name}: the module must take one tensor and return one tensor")
+        if out.shape != x.shape:
+            raise TargetError(f"--bpda {name}: the module maps shape {tuple(x.shape)} to {tuple(out.shape)}; BPDA "
+                              "differentiates it as the identity, so input and output shapes must match")
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return None
+        return out.detach() + (x - x.detach()).to(out.dtype)
+
+    return hook

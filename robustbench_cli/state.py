@@ -1,0 +1,112 @@
+"""A scan's per-sample progress on disk, so that an interrupted scan resumes instead of starting over.
+
+The state file sits next to the first report (``report.json.state.npz``). It is a plain ``.npz`` (read with
+``allow_pickle=False``: loading it runs no code) holding, for every target and threat model, the result arrays so
+far and, per attack of the cascade, which samples it was given and which batches it finished. It is rewritten
+atomically (temporary file, then rename) after a batch whenever the time since the last write is at least 20
+times what that write took (so saving costs at most ~5% of the scan: after every batch for small scans, less
+often when adversarial examples are kept), and at once when the scan stops (Ctrl-C, a spent ``--time-budget``);
+a ``kill -9`` loses only the batches since the last write.
+
+``robust scan ... --resume`` reloads it and runs only the work left. The attacks draw from per-sample random
+streams, so a resumed scan gives the same per-sample results as one that never stopped, whatever the batches.
+A state written by a different scan (other models, data, threat models, battery, seed, goal or budget) is refused
+with the keys that differ. A finished scan deletes its state file: the report holds everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from robustbench_cli.errors import UserError
+
+VERSION = 1
+
+
+def state_path_for(report: Path) -> Path:
+    return report.with_name(report.name + ".state.npz")
+
+
+def fingerprint(**parts) -> dict:
+    """What must match for a state to be resumed: a JSON-able dict, compared key by key."""
+    return json.loads(json.dumps(parts, sort_keys=True, default=str))
+
+
+class ScanState:
+    def __init__(self, path: Path, fp: dict, *, resume: bool, overhead: float = 0.05):
+        self.path = Path(path)
+        self.fp = fp
+        self.overhead = overhead  # the share of the scan's time that saving may take
+        self._cost = 0.0  # seconds the last write took
+        self.units: dict[str, dict[str, np.ndarray]] = {}
+        self._last = time.monotonic()
+        self._dirty = False
+        if resume:
+            self._load()
+
+    # --- reading ---------------------------------------------------------------------------------
+    def _load(self) -> None:
+        if not self.path.is_file():
+            raise UserError(f"--resume: no state file at {self.path} (it is written next to the first report "
+                            "while a scan runs, and deleted when the scan finishes)")
+        try:
+            with np.load(self.path, allow_pickle=False) as z:
+                header = json.loads(str(z["header"]))
+                arrays = {k: z[k] for k in z.files if k != "header"}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+            raise UserError(f"--resume: the state file {self.path} cannot be read ({e}); delete it to start over") from None
+        if header.get("version") != VERSION:
+            raise UserError(f"--resume: {self.path} has state version {header.get('version')}, this robust writes {VERSION}")
+        theirs = header.get("fingerprint", {})
+        differ = sorted(k for k in set(theirs) | set(self.fp) if theirs.get(k) != self.fp.get(k))
+        if differ:
+            raise UserError(f"--resume: {self.path} was written by a different scan (differs in: {', '.join(differ)}); "
+                            "run the same command, or delete the state file to start over")
+        for i, key in enumerate(header["units"]):
+            prefix = f"{i}/"
+            self.units[key] = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+    def get(self, key: str) -> dict[str, np.ndarray] | None:
+        return self.units.get(key)
+
+    # --- writing ---------------------------------------------------------------------------------
+    def put(self, key: str, arrays: dict[str, np.ndarray], *, force: bool = False) -> None:
+        self.units[key] = arrays
+        self._dirty = True
+        if force or time.monotonic() - self._last >= self._cost / self.overhead:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._dirty:
+            return
+        t0 = time.monotonic()
+        keys = list(self.units)
+        header = {"version": VERSION, "fingerprint": self.fp, "units": keys}
+        payload = {"header": np.array(json.dumps(header))}
+        for i, key in enumerate(keys):
+            for name, a in self.units[key].items():
+                payload[f"{i}/{name}"] = np.asarray(a)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._last = time.monotonic()
+        self._cost = self._last - t0
+        self._dirty = False
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)

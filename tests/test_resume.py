@@ -1,0 +1,189 @@
+"""Interrupted scans: kill -9 and Ctrl-C lose nothing but the batch in flight, --resume continues to the same
+per-sample results as a scan that never stopped, --time-budget stops cleanly and says what completed, and the same
+seed gives the same per-sample results whatever the batch size."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robustbench_cli import zoo
+from robustbench_cli.errors import UserError
+from robustbench_cli.scan import parse_duration
+
+ONNX = str(zoo.ONNX)
+# a scan long enough to be caught midway: Square with a 1,000-query budget, one sample per batch
+SLOW = [ONNX, "--data", "mnist", "--n", "30", "--attacks", "square", "--eps", "0.05", "--queries", "1000",
+        "--batch-size", "1"]
+KEYS = ("robust", "adv_pred", "queries", "queries_at_break", "broken_by", "clean_pred", "goal")
+
+
+def samples(path: Path) -> dict:
+    rep = json.loads(Path(path).read_text())
+    return {r["threat"]: r["samples"] for r in rep["results"]}
+
+
+def assert_same_samples(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for threat in a:
+        for k in KEYS:
+            assert a[threat][k] == b[threat][k], (threat, k)
+        for k in ("distance", "min_distance"):
+            da = np.array([np.nan if v is None else v for v in a[threat][k]], dtype=float)
+            db = np.array([np.nan if v is None else v for v in b[threat][k]], dtype=float)
+            np.testing.assert_allclose(da, db, rtol=1e-6, atol=1e-7)
+
+
+def _progress(state: Path) -> tuple[int, int] | None:
+    """(samples finished, samples planned) of the first attack in a state file, or None if unreadable yet."""
+    try:
+        with np.load(state, allow_pickle=False) as z:
+            return int(z["0/e0/done"].sum()), int(z["0/e0/attempted"].sum())
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _start_and_stop(tmp: Path, sig: int) -> subprocess.CompletedProcess:
+    """Start the slow scan in a subprocess, stop it with ``sig`` once some (not all) samples are done."""
+    report = tmp / "r.json"
+    state = tmp / "r.json.state.npz"
+    proc = subprocess.Popen([sys.executable, "-m", "robustbench_cli", "scan", *SLOW, "-o", str(report)], cwd=tmp,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            p = _progress(state)
+            if p is not None and 0 < p[0] < p[1] - 5:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the scan finished before it could be stopped midway: make it slower"
+        assert time.monotonic() < deadline, "the scan made no progress in 5 minutes"
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The same scan, never interrupted."""
+    from typer.testing import CliRunner
+
+    from robustbench_cli.cli import app
+
+    out = tmp_path_factory.mktemp("ref") / "ref.json"
+    res = CliRunner().invoke(app, ["scan", *SLOW, "-o", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.stderr
+    rep = json.loads(out.read_text())
+    assert rep["complete"] is True and "incomplete" not in rep
+    assert not (out.parent / "ref.json.state.npz").exists()  # a finished scan leaves no state behind
+    return samples(out)
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_results(tmp_path, run_cli, reference):
+    done = _start_and_stop(tmp_path, signal.SIGKILL)
+    assert done.returncode == -signal.SIGKILL
+    state = tmp_path / "r.json.state.npz"
+    finished, planned = _progress(state)
+    assert 0 < finished < planned
+    res = run_cli("scan", *SLOW, "-o", tmp_path / "r.json", "--resume")
+    assert res.exit_code == 0, res.stderr
+    assert_same_samples(samples(tmp_path / "r.json"), reference)
+    assert not state.exists()
+
+
+def test_ctrl_c_writes_a_partial_report_and_says_how_to_resume(tmp_path, run_cli, reference):
+    done = _start_and_stop(tmp_path, signal.SIGINT)
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "--resume" in done.stderr and "incomplete" in done.stderr
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["complete"] is False and rep["incomplete"]["reason"] == "interrupted"
+    (unfinished,) = rep["incomplete"]["unfinished"]
+    assert 0 < unfinished["completed"] < unfinished["attempted"]
+    attack = rep["results"][0]["attacks"][0]
+    assert attack["completed"] == unfinished["completed"]
+    # the partial robust accuracy counts every sample not yet broken as robust: an upper bound, never lower
+    full_robust = sum(reference["linf:0.05"]["robust"])
+    assert sum(rep["results"][0]["samples"]["robust"]) >= full_robust
+    res = run_cli("scan", *SLOW, "-o", tmp_path / "r.json", "--resume")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["complete"] is True
+    assert_same_samples(samples(tmp_path / "r.json"), reference)
+
+
+def test_resume_refuses_a_different_scan_and_a_missing_state(tmp_path, run_cli):
+    res = run_cli("scan", ONNX, "--data", "mnist", "--n", "5", "--attacks", "noise", "-o", tmp_path / "r.json",
+                  "--resume")
+    assert res.exit_code == 2 and "no state file" in res.stderr
+    state = tmp_path / "r.json.state.npz"
+    # a state left by another scan (a different seed): refused, naming what differs
+    from robustbench_cli.state import ScanState
+
+    st = ScanState(state, {"seed": 1, "threats": ["linf:0.3"]}, resume=False)
+    st.put("x|y", {"robust": np.zeros(3, dtype=bool)}, force=True)
+    res = run_cli("scan", ONNX, "--data", "mnist", "--n", "5", "--attacks", "noise", "-o", tmp_path / "r.json",
+                  "--resume")
+    assert res.exit_code == 2 and "different scan" in res.stderr and "seed" in res.stderr, res.stderr
+    state.write_bytes(b"not an npz")
+    res = run_cli("scan", ONNX, "--data", "mnist", "--n", "5", "--attacks", "noise", "-o", tmp_path / "r.json",
+                  "--resume")
+    assert res.exit_code == 2 and "cannot be read" in res.stderr
+
+
+def test_time_budget_stops_new_work_and_reports_what_completed(tmp_path, run_cli):
+    out = tmp_path / "r.json"
+    res = run_cli("scan", ONNX, "--data", "mnist", "--n", "40", "--eps", "0.05", "--preset", "blackbox",
+                  "--batch-size", "4", "--time-budget", "1s", "-o", out)
+    assert res.exit_code == 0, res.stderr
+    assert "time budget" in res.stderr and "--resume" in res.stderr
+    rep = json.loads(out.read_text())
+    assert rep["complete"] is False and rep["incomplete"]["reason"] == "time budget spent"
+    attacks = {a["label"]: a for a in rep["results"][0]["attacks"]}
+    assert rep["incomplete"]["unfinished"]
+    for u in rep["incomplete"]["unfinished"]:
+        a = attacks[u["attack"]]
+        assert (a["completed"] or 0) == u["completed"] < u["attempted"] == a["attempted"] or a["skipped"].startswith("not run")
+    # with a gate, a partial scan cannot pass: exit 2, reports still written
+    res = run_cli("scan", ONNX, "--data", "mnist", "--n", "40", "--eps", "0.05", "--preset", "blackbox",
+                  "--batch-size", "4", "--time-budget", "1s", "--fail-under", "0.1", "-o", tmp_path / "g.json")
+    assert res.exit_code == 2 and "time budget" in res.stderr
+    assert json.loads((tmp_path / "g.json").read_text())["complete"] is False
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("10m", 600), ("1h30m", 5400), ("1.5m", 90)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "ten", "0", "-5m", "5x"])
+def test_bad_durations(text):
+    with pytest.raises(UserError):
+        parse_duration(text)
+
+
+def test_same_seed_same_results_whatever_the_batch_size(tmp_path, run_cli):
+    """Per-sample random streams: the seed fixes every sample's result, and batching does not change it."""
+    args = [ONNX, "--data", "mnist", "--n", "24", "--eps", "0.2", "--preset", "blackbox", "--queries", "300"]
+    runs = []
+    for name, bs in (("a", 5), ("b", 24), ("c", 5)):
+        res = run_cli("scan", *args, "--batch-size", bs, "-o", tmp_path / f"{name}.json")
+        assert res.exit_code == 0, res.stderr
+        runs.append(samples(tmp_path / f"{name}.json"))
+    assert_same_samples(runs[0], runs[2])  # same seed, same batch size: identical
+    assert_same_samples(runs[0], runs[1])  # another batch size: identical per sample
+    res = run_cli("scan", *args, "--batch-size", 5, "--seed", 1, "-o", tmp_path / "d.json")
+    assert res.exit_code == 0
+    other = samples(tmp_path / "d.json")
+    assert other["linf:0.2"]["queries_at_break"] != runs[0]["linf:0.2"]["queries_at_break"]  # the seed matters
+    assert 0 < sum(runs[0]["linf:0.2"]["robust"]) < 24  # breaks and survivors: the comparison means something
