@@ -3,15 +3,17 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from robustbench_cli import __version__
-from robustbench_cli.errors import UserError
+from robustbench_cli.errors import TrustWarning, UserError
 
 EXIT_OK, EXIT_GATE, EXIT_ERROR = 0, 1, 2
 
@@ -27,9 +29,22 @@ err = Console(stderr=True)
 
 @contextlib.contextmanager
 def user_errors(debug: bool):
-    """Map failures to one line on stderr and exit code 2; --debug shows the traceback."""
+    """Map failures to one line on stderr and exit code 2; --debug shows the traceback.
+
+    A :class:`TrustWarning` (an opt-out of a safety check) prints as one ``warning:`` line, every time."""
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", TrustWarning)
+            shown = warnings.showwarning
+
+            def show(message, category, filename, lineno, file=None, line=None):
+                if issubclass(category, TrustWarning):
+                    err.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
+                else:
+                    shown(message, category, filename, lineno, file, line)
+
+            warnings.showwarning = show
+            yield
     except typer.Exit:
         raise
     except KeyboardInterrupt:
@@ -38,12 +53,12 @@ def user_errors(debug: bool):
     except UserError as e:
         if debug:
             traceback.print_exc()
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)  # "[tool.x]" is text
         raise typer.Exit(EXIT_ERROR) from None
     except Exception as e:  # anything else is our fault or the model's: still one line and exit 2
         if debug:
             traceback.print_exc()
-        err.print(f"[red]internal error:[/red] {e.__class__.__name__}: {e} (run with --debug for the traceback)",
+        err.print(f"[red]internal error:[/red] {e.__class__.__name__}: {escape(str(e))} (run with --debug for the traceback)",
                   highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_ERROR) from None
 
@@ -63,9 +78,12 @@ def _floats(text: Optional[str], what: str) -> Optional[list[float]]:
     if text is None:
         return None
     try:
-        return [float(v) for v in text.replace(" ", "").split(",") if v]
+        values = [float(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
         raise UserError(f"{what} must be comma-separated numbers, e.g. 0.485,0.456,0.406; got {text!r}") from None
+    if not values:
+        raise UserError(f"{what} needs at least one number, e.g. 0.485,0.456,0.406; got {text!r}")
+    return values
 
 
 def make_progress(console: Console):
@@ -83,6 +101,8 @@ def make_progress(console: Console):
 
 from robustbench_cli.cli import commands as _commands  # noqa: E402,F401  (registers the commands)
 from robustbench_cli.cli import judge as _judge  # noqa: E402,F401  (compare, gate)
+from robustbench_cli.cli import craft as _craft  # noqa: E402,F401  (generator train, surrogate train)
+from robustbench_cli.cli import train as _train  # noqa: E402,F401  (train)
 
 
 def main() -> None:

@@ -46,6 +46,7 @@ def render_summary(report: dict, console: Console) -> None:
     console.print("[dim]clean: accuracy on unperturbed inputs · robust: accuracy under the whole battery (an upper bound) · "
                   "attack columns: robust accuracy after that attack in the cascade · queries: model calls per sample, "
                   "verification included · median q to break: queries spent on a broken sample up to its first verified break[/dim]")
+    render_transfer(report, console)
     skipped: dict[tuple[str, str], list[str]] = {}  # (target, reason) -> attack labels, one line each
     for r in report["results"]:
         for a in r["attacks"]:
@@ -55,7 +56,35 @@ def render_summary(report: dict, console: Console) -> None:
                     labels.append(a["label"])
     for (target, reason), labels in skipped.items():
         console.print(f"[yellow]skipped {', '.join(labels)}[/yellow] on {short_name(target)}: {reason}")
+    for r in report["results"]:  # classifiers guarded by a detector (robust scan --detector)
+        d = r.get("detector")
+        if d:
+            console.print(f"detector {short_name(d['detector'])} on {short_name(r['target'])} {r['threat']}: rejects "
+                          f"{_pct(d['clean_rejection_rate'])} of clean inputs; flagged {d['detected']} of the "
+                          f"{d['fooled_classifier']} candidates that fooled the classifier ({_pct(d['detection_rate'])}); "
+                          f"robust accuracy {_pct(r['robust_accuracy'])}", highlight=False)
     for r in report["results"]:
         for d in r["diagnostics"]:
             if not d["passed"]:
                 console.print(f"[bold red]check failed[/bold red] {short_name(r['target'])} {r['threat']}: {d['message']}")
+
+
+def render_transfer(report: dict, console: Console) -> None:
+    """The transfer matrix (surrogate x target), when the battery had transfer or generator entries."""
+    from robustbench_cli.reports.frames import transfer_frame
+
+    df = transfer_frame(report)
+    if df.empty:
+        return
+    targets = list(df.columns[3:])
+    table = Table(title="transfer: success rate of examples crafted on each surrogate, verified on each target")
+    for col in ("threat", "attack", "surrogate"):
+        table.add_column(col)
+    for t in targets:
+        table.add_column(short_name(str(t)), justify="right")
+    for row in df.to_dict("records"):
+        table.add_row(str(row["threat"]), str(row["attack"]), str(row["surrogate"]),
+                      *["skipped" if row[t] is None or row[t] != row[t] else _pct(row[t]) for t in targets])
+    console.print(table)
+    console.print("[dim]transfer: share of each target's clean-correct samples fooled; each row attacked every one of "
+                  "them (one query a sample), before the cascade[/dim]")

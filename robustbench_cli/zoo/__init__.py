@@ -27,6 +27,16 @@ def mnist_cnn(num_classes: int = 10) -> nn.Module:
     )
 
 
+def mnist_detector() -> nn.Module:
+    """A small detector for MNIST inputs (``robust train --detector``): Conv(1,8,5)-pool-Conv(8,16,5)-pool-FC(784,32)-
+    FC(32,2), ReLU between layers; outputs the logits of (clean, adversarial)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 7 * 7, 32), nn.ReLU(), nn.Linear(32, 2),
+    )
+
+
 def train(*, epochs: int = 8, seed: int = 0, batch_size: int = 64, lr: float = 2e-3, limit: int | None = None) -> nn.Module:
     """Deterministic training on ``mnist:train``: same seed, same weights (on the same machine and thread count)."""
     from robustbench_cli.data import load_eval_set
