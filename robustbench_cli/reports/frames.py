@@ -47,6 +47,26 @@ def attacks_frame(report: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def transfer_frame(report: dict) -> pd.DataFrame:
+    """The transfer matrix: one row per (threat, transfer or generator entry), one column per target, each cell the
+    share of that target's clean-correct samples the entry's examples fooled (verified on the target). The entries
+    are independent, so every cell has the same denominator as the target's clean accuracy. Empty without them."""
+    rows: dict[tuple, dict] = {}
+    targets: list[str] = []
+    for r in report["results"]:
+        if r["target"] not in targets:
+            targets.append(r["target"])
+        for a in r["attacks"]:
+            if a["family"] not in ("transfer", "generative"):
+                continue
+            surrogates = a.get("surrogates") or []
+            row = rows.setdefault((r["threat"], a["label"]), {
+                "threat": r["threat"], "attack": a["attack"],
+                "surrogate": ("ensemble: " if len(surrogates) > 1 else "") + " + ".join(surrogates) if surrogates else "–"})
+            row[r["target"]] = None if a["skipped"] else a["success_rate"]
+    return pd.DataFrame(list(rows.values()), columns=["threat", "attack", "surrogate", *targets])
+
+
 def samples_frame(report: dict) -> pd.DataFrame:
     """One row per (target, threat, sample)."""
     parts = []

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from robustbench_cli.errors import UserError
-from robustbench_cli.reports.frames import attacks_frame, summary_frame
+from robustbench_cli.reports.frames import attacks_frame, summary_frame, transfer_frame
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -72,6 +72,10 @@ def to_markdown(report: dict) -> str:
         _md_table(attacks_frame(report)),
         "",
     ]
+    transfer = transfer_frame(report)
+    if not transfer.empty:  # rows: surrogate (and attack), columns: target; cells verified on the target
+        parts += ["## Transfer matrix", "", "Success rate of the examples crafted on each surrogate, verified on each "
+                  "target (share of its clean-correct samples).", "", _md_table(transfer), ""]
     if len(report["targets"]) > 1:
         from robustbench_cli.reports.compare import compare, to_markdown as comparison_markdown
 
@@ -108,7 +112,10 @@ def writable_parent(path: Path, label: str) -> Path:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"{label}: cannot create folder {parent} ({e.strerror})") from None
+        # a regular file on the way makes mkdir say "File exists"/"Not a directory": name that file instead
+        blocker = next((a for a in (parent, *parent.parents) if a.exists() and not a.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else e.strerror
+        raise UserError(f"{label}: cannot create folder {parent} ({why})") from None
     if not os.access(parent, os.W_OK):
         raise UserError(f"{label}: folder {parent} is not writable")
     return parent
