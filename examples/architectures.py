@@ -1,4 +1,4 @@
-"""PyTorch architectures for the shared MNIST checkpoints in ../shared/data/models_mnist (see its README).
+"""PyTorch architectures for the shared MNIST and CIFAR-10 checkpoints in ../shared/data/models_* (see their READMEs).
 
 Written from the README's layer descriptions so the published state dicts load with strict keys. Use them as
 model specs for ``robust scan``, e.g.::
@@ -11,7 +11,13 @@ model specs for ``robust scan``, e.g.::
         --weights ../shared/data/models_mnist/convex_adversarial__mnist.pth \
         --data ../shared/data/mnist/mnist_test.npz --eps 0.1
 
-Every model takes (N, 1, 28, 28) inputs in [0,1] (no normalisation) and returns (N, 10) logits.
+Every MNIST model takes (N, 1, 28, 28) inputs in [0,1] (no normalisation) and returns (N, 10) logits. The CIFAR-10
+models (../shared/data/models_cifar10) take (N, 3, 32, 32) and need the README's normalisation, given to robust::
+
+    robust scan examples/architectures.py:ConvSmallCifarWK \
+        --weights ../shared/data/models_cifar10/convex_adversarial__cifar_small_8px.pth --weights-key state_dict.0 \
+        --mean 0.485,0.456,0.406 --std 0.225,0.225,0.225 \
+        --data ../shared/data/cifar10/cifar10_test_first100_lossless.npz --eps 8/255
 """
 
 from __future__ import annotations
@@ -62,6 +68,47 @@ class ConvSmallWK(nn.Sequential):
             nn.ReLU(),
             nn.Flatten(),
             nn.Linear(32 * 7 * 7, 100),
+            nn.ReLU(),
+            nn.Linear(100, 10),
+        )
+
+
+class ConvSmallCifarWK(nn.Sequential):
+    """Wong et al.'s small CIFAR-10 CNN (``convex_adversarial__cifar_small_8px.pth`` and ``..._36px_l2.pth``, each
+    cascade stage with ``--weights-key state_dict.0``; also ``abcrown__sdp_cifar_cnn_a_*.model``, flat state dicts).
+
+    Conv(3,16,4,2,1) -> ReLU -> Conv(16,32,4,2,1) -> ReLU -> Flatten -> FC(2048,100) -> ReLU -> FC(100,10).
+    Normalisation (README): mean 0.485,0.456,0.406, std 0.225 (convex_adversarial); the SDP models use their own.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            nn.Conv2d(3, 16, kernel_size=4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, kernel_size=4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(32 * 8 * 8, 100),
+            nn.ReLU(),
+            nn.Linear(100, 10),
+        )
+
+
+class ConvSmallCifarERAN(nn.Sequential):
+    """ERAN's "ConvSmall" for CIFAR-10 (``abcrown__eran_cifar_conv_small_pgd.pth``, ``--weights-key state_dict.0``).
+
+    Conv(3,16,4,2,0) -> ReLU -> Conv(16,32,4,2,0) -> ReLU -> Flatten -> FC(1152,100) -> ReLU -> FC(100,10).
+    Normalisation (README): mean 0.4914,0.4822,0.4465, std 0.2023,0.1994,0.2010.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            nn.Conv2d(3, 16, kernel_size=4, stride=2, padding=0),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, kernel_size=4, stride=2, padding=0),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(32 * 6 * 6, 100),
             nn.ReLU(),
             nn.Linear(100, 10),
         )
