@@ -178,7 +178,7 @@ def test_cifar_images_lossless_first_then_balanced_jpeg_without_duplicates():
 
 @pytest.mark.slow
 def test_bench_autoattack_smoke(tmp_path):
-    pytest.importorskip("pyautoattack")
+    pytest.importorskip("pyautoattack", reason="pyautoattack (in the test and bench extras) is the reference this smoke run compares with")
     shared_path("models_mnist", "convex_adversarial__mnist.pth")
     shared_path("mnist", "mnist_test.npz")
     bench = _load("bench_autoattack")
