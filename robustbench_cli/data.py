@@ -8,11 +8,13 @@ evaluated. Loaders accept .npz, image folders, MNIST IDX files, CIFAR-10 python 
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import hashlib
 import io
 import pickle
 import struct
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +57,8 @@ class EvalSet:
 # ------------------------------------------------------------------------------------------------
 def _to_unit_range(x: np.ndarray, what: str, scale: float | None) -> np.ndarray:
     if x.size == 0:
+        if x.ndim >= 2 and x.shape[0] > 0:  # rows, but no pixels in them
+            raise DataError(f"{what}: images of size 0 (shape {x.shape})")
         raise DataError(f"{what}: no images")
     if scale is not None:
         if scale <= 0:
@@ -128,7 +132,13 @@ def _load_npz(path: Path, layout, scale):
             x, y = d["x"], d["y"]
     except DataError:
         raise
-    except (OSError, ValueError, EOFError) as e:
+    except zipfile.BadZipFile as e:
+        raise DataError(f"{path}: not a readable .npz file (truncated or corrupt: {e})") from None
+    except ValueError as e:
+        if "allow_pickle" in str(e):  # object arrays are pickles: loading them could run code
+            raise DataError(f"{path}: holds Python objects (pickled arrays), refused; store numeric arrays") from None
+        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+    except (OSError, EOFError) as e:
         raise DataError(f"{path}: not a readable .npz file ({e})") from None
     x = _channels_first(_to_unit_range(x, str(path), scale), str(path), layout)
     return x, _labels(y, len(x), str(path))
@@ -232,13 +242,17 @@ def _load_folder(path: Path, layout, scale):
     images = []
     modes = set()
     for f in files:
+        if f.stat().st_size == 0:
+            raise DataError(f"{f}: empty image file")
         try:
             with Image.open(f) as im:
                 im.load()
                 modes.add("L" if im.mode in ("1", "L", "I;16", "I", "F") else "RGB")
                 images.append(im.copy())
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise DataError(f"{f}: unreadable image ({e.__class__.__name__})") from None
+        except UnidentifiedImageError:
+            raise DataError(f"{f}: unreadable image (not a format Pillow can read)") from None
+        except (OSError, SyntaxError, ValueError) as e:
+            raise DataError(f"{f}: unreadable image (broken or truncated: {e})") from None
     mode = "L" if modes == {"L"} else "RGB"
     arrays = [np.asarray(im.convert(mode), dtype=np.uint8) for im in images]
     sizes = {a.shape for a in arrays}
@@ -279,13 +293,17 @@ def load_eval_set(
 ) -> EvalSet:
     """Load ``spec`` (a built-in name or a path) and select rows: shuffle (seeded), then ``[offset:offset+n]``."""
     extra: dict = {}
+    if not spec.strip():  # Path("") is the current folder: never read it by accident
+        raise DataError(f"--data is empty: give a path, or a built-in: {', '.join(BUILTINS)}")
     if spec in BUILTINS:
         x, y = _builtin(spec)
         name = spec
     else:
         path = Path(spec).expanduser()
         if not path.exists():
-            raise DataError(f"data {spec!r} not found (give a path, or a built-in: {', '.join(BUILTINS)})")
+            close = difflib.get_close_matches(spec, BUILTINS, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise DataError(f"data {spec!r} not found ({hint}give a path, or a built-in: {', '.join(BUILTINS)})")
         suffixes = "".join(path.suffixes).lower()
         if path.is_dir():
             if (path / "test_batch").is_file():
@@ -304,8 +322,10 @@ def load_eval_set(
             raise DataError(f"{path}: unknown data format (use .npz with x/y, an image folder, IDX or a CIFAR batch)")
         name = str(path)
     total = len(y)
-    if offset < 0 or (n is not None and n <= 0):
-        raise DataError("--offset must be >= 0 and --n > 0")
+    if offset < 0:
+        raise DataError(f"--offset must be >= 0, got {offset}")
+    if n is not None and n <= 0:
+        raise DataError(f"--n must be > 0, got {n}")
     if offset >= total:
         raise DataError(f"--offset {offset} is past the end of the data ({total} samples)")
     ids = np.arange(total, dtype=np.int64)

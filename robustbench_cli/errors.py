@@ -11,3 +11,7 @@ class DataError(UserError):
 
 class TargetError(UserError):
     """The model cannot be loaded or does not behave like a classifier."""
+
+
+class TrustWarning(UserWarning):
+    """The user opted out of a safety check (``--trust-checkpoint``): the CLI prints it as one ``warning:`` line."""

@@ -26,6 +26,7 @@ def _one_line_error(result, *fragments):
     assert result.exit_code == 2, result.stdout + result.stderr
     lines = [x for x in result.stderr.strip().splitlines() if x.strip()]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("error:") and result.stdout.strip() == "", (lines[0], result.stdout)
     for f in fragments:
         assert f in lines[0], lines[0]
 
@@ -96,20 +97,25 @@ def _other_budget(rep):
     rep["options"] = {**rep["options"], "queries": 1000}
 
 
-@pytest.mark.parametrize("change, fragment", [
-    (lambda rep: rep["data"].update(sha256="cd" * 32), "different data"),
-    (_drop_threat, "different threat models"),
-    (_other_battery, "battery synthetic@1 vs synthetic@2"),
-    (_other_settings, "different attack settings"),
-    (_other_n, "different n"),
-    (_other_budget, "query budget"),
-])
-def test_incomparable_reports_are_refused(run_cli, tmp_path, change, fragment):
+# id: (how the second report differs, words of the message); ids are the rows of docs/bad-inputs.md
+INCOMPARABLE = {
+    "compare-different-data": (lambda rep: rep["data"].update(sha256="cd" * 32), ("cannot compare", "different data")),
+    "compare-different-threats": (_drop_threat, ("cannot compare", "different threat models")),
+    "compare-different-battery": (_other_battery, ("cannot compare", "battery synthetic@1 vs synthetic@2")),
+    "compare-different-attack-settings": (_other_settings, ("cannot compare", "different attack settings")),
+    "compare-different-n": (_other_n, ("cannot compare", "different n")),
+    "compare-different-query-budget": (_other_budget, ("cannot compare", "query budget")),
+}
+
+
+@pytest.mark.parametrize("case", list(INCOMPARABLE))
+def test_incomparable_reports_are_refused(run_cli, tmp_path, case):
+    change, words = INCOMPARABLE[case]
     a = write(only_target(synthetic_report(n=100), "model-a.onnx"), tmp_path / "a.json")
     b = _variant(tmp_path, "b.json", change)
     out = tmp_path / "c.md"
     r = run_cli("compare", a, b, "-o", out)
-    _one_line_error(r, "cannot compare", fragment)
+    _one_line_error(r, *words)
     assert not out.exists()
 
 
@@ -121,20 +127,68 @@ def test_a_different_seed_is_a_warning(run_cli, tmp_path):
     assert "warning" in r.stderr and "different seeds (0 vs 7)" in r.stderr
 
 
-@pytest.mark.parametrize("setup, fragment", [
-    (lambda d: d / "missing.json", "not found"),
-    (lambda d: (d / "x.json").write_text("{no") and d / "x.json", "not a JSON report"),
-    (lambda d: (d / "y.json").write_text('{"format": "robust-report/9"}') and d / "y.json", "not supported"),
-    (lambda d: (d / "z.json").write_text("[1, 2]") and d / "z.json", "not a robust report"),
-])
-def test_unreadable_reports(run_cli, pair, tmp_path, setup, fragment):
+def _no_targets(d):
+    rep = only_target(synthetic_report(n=100), "model-b.onnx")
+    rep["targets"], rep["results"] = [], []
+    return write(rep, d / "none.json")
+
+
+def _incomplete(d):
+    rep = only_target(synthetic_report(n=100), "model-b.onnx")
+    del rep["results"]
+    return write(rep, d / "incomplete.json")
+
+
+def _text(name: str, text: str):
+    def make(d):
+        (d / name).write_text(text)
+        return d / name
+    return make
+
+
+def _folder(d):
+    (d / "f.json").mkdir()
+    return d / "f.json"
+
+
+# id: (the second report, made in a folder; words of the message)
+UNREADABLE = {
+    "compare-report-missing": (lambda d: d / "missing.json", ("not found",)),
+    "compare-report-is-folder": (_folder, ("is a folder",)),
+    "compare-report-empty": (_text("e.json", ""), ("empty file", "not a JSON report")),
+    "compare-report-not-json": (_text("x.json", "{no"), ("not a JSON report",)),
+    "compare-report-unsupported-version": (_text("y.json", '{"format": "robust-report/9"}'), ("robust-report/9", "not supported")),
+    "compare-not-a-robust-report": (_text("z.json", "[1, 2]"), ("not a robust report",)),
+    "compare-report-incomplete": (_incomplete, ("not a complete robust report", "missing results")),
+    "compare-report-without-targets": (_no_targets, ("the report has no targets",)),
+}
+
+
+@pytest.mark.parametrize("case", list(UNREADABLE))
+def test_unreadable_reports(run_cli, pair, tmp_path, case):
+    setup, words = UNREADABLE[case]
     _, a, _, _ = pair
-    _one_line_error(run_cli("compare", a, setup(tmp_path)), fragment)
+    _one_line_error(run_cli("compare", a, setup(tmp_path)), *words)
 
 
-def test_unknown_output_format_is_refused_first(run_cli, pair, tmp_path):
+# id: (arguments after `compare`, with {a} {b} the two reports and {dir} a folder; words of the message)
+OUTPUTS = {
+    "compare-unknown-output-format": (["{a}", "{b}", "-o", "{dir}/c.pdf"], ("unknown comparison format", ".pdf")),
+    "compare-output-under-a-file": (["{a}", "{b}", "-o", "{a}/c.md"], ("cannot create folder", "is a file, not a folder")),
+    "compare-output-is-folder": (["{a}", "{b}", "-o", "{dir}/folder.md"], ("is a folder",)),
+    "compare-nothing-to-compare": (["{a}"], ("nothing to compare",)),
+}
+
+
+@pytest.mark.parametrize("case", list(OUTPUTS))
+def test_bad_outputs_are_refused_first(run_cli, pair, tmp_path, case):
+    args, words = OUTPUTS[case]
     _, a, b, _ = pair
-    _one_line_error(run_cli("compare", a, b, "-o", tmp_path / "c.pdf"), "unknown comparison format")
+    (tmp_path / "folder.md").mkdir()
+    _one_line_error(run_cli("compare", *[x.format(a=a, b=b, dir=tmp_path) for x in args]), *words)
+
+
+COMPARE_CASES = {**INCOMPARABLE, **UNREADABLE, **OUTPUTS}  # every bad input of `robust compare`
 
 
 def test_the_same_epsilon_written_two_ways_lines_up():

@@ -31,10 +31,12 @@ def _last_line(text: str) -> str:
     return text.rstrip().splitlines()[-1]
 
 
-def _error(result, fragment):
+def _error(result, *fragments):
     assert result.exit_code == 2, result.stdout + result.stderr
     lines = [x for x in result.stderr.strip().splitlines() if x.strip()]
-    assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("error:") and all(f in lines[0] for f in fragments), (fragments, lines[0])
+    assert result.stdout.strip() == "", result.stdout  # nothing half-rendered
 
 
 def test_exit_0_passed(run_cli, reports):
@@ -62,25 +64,60 @@ def test_exit_2_could_not_judge(run_cli, reports, tmp_path):
     assert _last_line(r.stdout).startswith("gate could not judge")
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["--fail-under", "1.5"], "did you mean"),
-    (["--max-drop", "0.02"], "unit"),
-    (["--max-drop", "2pp"], "needs a baseline"),
-    (["--fail-under", "@l2:1=0.4"], "no threat l2:1"),
-    ([], "no gate rules"),
-    (["--fail-under", "0.4", "--alpha", "1.5"], "--alpha"),
-    (["--fail-under", "0.4", "--config", "nope.toml"], "not found"),
-])
-def test_bad_gates_are_exit_2_with_one_line(run_cli, reports, args, fragment):
-    _error(run_cli("gate", reports["a"], *args), fragment)
+# id: (arguments after `gate`, {name} filled by gate_files; words of the message); the rows of docs/bad-inputs.md
+GATE_CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
+    "gate-level-not-a-fraction": (["{a}", "--fail-under", "1.5"], ("not a fraction", "did you mean 1.5%?")),
+    "gate-level-above-100": (["{a}", "--fail-under", "101%"], ("101% is above 100%",)),
+    "gate-level-in-pp": (["{a}", "--fail-under", "40pp"], ("a fail-under level is a fraction or a percentage",)),
+    "gate-level-not-a-number": (["{a}", "--fail-under", "0.4x"], ("'0.4x' is not a number",)),
+    "gate-rule-empty": (["{a}", "--fail-under", ""], ("empty rule",)),
+    "gate-unknown-metric": (["{a}", "--fail-under", "accuracy=0.4"], ("unknown metric 'accuracy'",)),
+    "gate-two-threats-in-rule": (["{a}", "--fail-under", "robust_accuracy@linf:8/255@l2:1=0.4"], ("more than one '@'",)),
+    "gate-unknown-threat": (["{a}", "--fail-under", "@l2:1=0.4"], ("no threat l2:1",)),
+    "gate-rules-conflict": (["{a}", "--fail-under", "0.4", "--fail-under", "0.3"], ("both set robust_accuracy", "keep one")),
+    "gate-drop-without-unit": (["{a}", "--max-drop", "0.02"], ("with a unit", "pp")),
+    "gate-drop-over-100": (["{b}", "--baseline", "{a}", "--max-drop", "200pp"], ("more than 100pp",)),
+    "gate-drop-negative": (["{b}", "--baseline", "{a}", "--max-drop", "-2pp"], ("is negative",)),
+    "gate-drop-without-baseline": (["{a}", "--max-drop", "2pp"], ("needs a baseline",)),
+    "gate-no-rules": (["{a}"], ("no gate rules",)),
+    "gate-alpha-out-of-range": (["{a}", "--fail-under", "0.4", "--alpha", "1.5"], ("--alpha must be between 0 and 1",)),
+    "gate-config-missing": (["{a}", "--fail-under", "0.4", "--config", "{dir}/nope.toml"], ("config", "not found")),
+    "gate-config-not-toml": (["{a}", "--config", "{not_toml}"], ("not valid TOML",)),
+    "gate-config-unknown-key": (["{a}", "--config", "{typo_toml}"], ("unknown key 'fail-unde'", "[tool.robust.gate]")),
+    "gate-config-paired-not-bool": (["{a}", "--config", "{paired_toml}"], ("paired must be true or false",)),
+    "gate-report-missing": (["{dir}/nope.json", "--fail-under", "0.4"], ("not found",)),
+    "gate-report-is-folder": (["{dir}", "--fail-under", "0.4"], ("is a folder",)),
+    "gate-baseline-incomparable": (["{b}", "--baseline", "{other_data}", "--max-drop", "2pp"], ("different data",)),
+    "gate-baseline-unsupported-version": (["{b}", "--baseline", "{v9}", "--max-drop", "2pp"],
+                                          ("robust-report/9", "not supported")),
+    "gate-baseline-not-a-robust-report": (["{b}", "--baseline", "{not_report}", "--max-drop", "2pp"],
+                                          ("not a robust report",)),
+    "gate-junit-is-folder": (["{a}", "--fail-under", "0.4", "--junit", "{dir}"], ("cannot write JUnit XML", "is a folder")),
+    "gate-summary-under-a-file": (["{a}", "--fail-under", "0.4", "--summary", "{a}/gate.md"],
+                                  ("cannot write summary", "is a file, not a folder")),
+}
 
 
-def test_missing_report_and_incomparable_baseline(run_cli, reports, tmp_path):
-    _error(run_cli("gate", tmp_path / "nope.json", "--fail-under", "0.4"), "not found")
+@pytest.fixture
+def gate_files(reports, tmp_path) -> dict[str, str]:
     other = json.loads(reports["a"].read_text())
     other["data"]["sha256"] = "cd" * 32
-    _error(run_cli("gate", reports["b"], "--baseline", write(other, tmp_path / "o.json"), "--max-drop", "2pp"),
-           "different data")
+    files = {"a": reports["a"], "b": reports["b"], "dir": tmp_path, "other_data": write(other, tmp_path / "o.json")}
+    v9 = json.loads(reports["a"].read_text())
+    v9["format"] = "robust-report/9"
+    files["v9"] = write(v9, tmp_path / "v9.json")
+    for name, text in (("not_report", '{"format": "something-else/1"}'), ("not_toml", "[tool.robust.gate\n"),
+                       ("typo_toml", '[tool.robust.gate]\nfail-unde = ["0.4"]\n'),
+                       ("paired_toml", '[tool.robust.gate]\nfail-under = ["0.4"]\npaired = "yes"\n')):
+        (tmp_path / name).write_text(text)
+        files[name] = tmp_path / name
+    return {k: str(v) for k, v in files.items()}
+
+
+@pytest.mark.parametrize("case", list(GATE_CASES))
+def test_bad_gates_are_exit_2_with_one_line(run_cli, gate_files, case):
+    args, words = GATE_CASES[case]
+    _error(run_cli("gate", *[x.format(**gate_files) for x in args]), *words)
 
 
 def test_several_targets_are_judged_against_the_first(run_cli, reports):
@@ -144,16 +181,27 @@ def test_scan_gate_fails_with_exit_1_and_keeps_its_reports(run_cli, tiny, tmp_pa
     assert ET.parse(junit).getroot().get("failures") == "1"
 
 
+# id: (gate options of `robust scan`, {dir} a folder; words of the message): refused before the scan starts
+SCAN_GATE_CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
+    "scan-gate-unknown-threat": (["--fail-under", "@linf:0.1=0.5"], ("has no threat linf:0.1",)),
+    "scan-gate-drop-without-baseline": (["--max-drop", "2pp"], ("needs a baseline",)),
+    "scan-junit-without-rules": (["--junit", "{dir}/j.xml"], ("need gate rules",)),
+    "scan-gate-drop-without-unit": (["--max-drop", "2"], ("unit",)),
+    "scan-gate-rules-conflict": (["--fail-under", "0.5", "--fail-under", "0.6"], ("both set robust_accuracy", "keep one")),
+    "scan-baseline-unsupported-version": (["--baseline", "{dir}/v9.json", "--max-drop", "2pp"],
+                                          ("robust-report/9", "not supported")),
+}
+
+
 def test_scan_refuses_a_bad_gate_before_any_work(run_cli, tiny, tmp_path):
     out = tmp_path / "r.json"
     out.write_text("old report")
-    for args, fragment in [(["--fail-under", "@linf:0.1=0.5"], "has no threat linf:0.1"),
-                           (["--max-drop", "2pp"], "needs a baseline"),
-                           (["--junit", str(tmp_path / "j.xml")], "need gate rules"),
-                           (["--max-drop", "2"], "unit")]:
-        r = _scan(run_cli, tiny, "-o", out, *args)
-        _error(r, fragment)
+    (tmp_path / "v9.json").write_text('{"format": "robust-report/9"}')
+    for args, words in SCAN_GATE_CASES.values():
+        r = _scan(run_cli, tiny, "-o", out, *[a.format(dir=tmp_path) for a in args])
+        _error(r, *words)
         assert out.read_text() == "old report"
+        assert "robust ·" not in r.stdout  # no scan ran: its table never printed
 
 
 def test_scan_two_checkpoints_gates_the_second_against_the_first(run_cli, tiny, tmp_path):

@@ -235,6 +235,16 @@ def check_rules_against_threats(rules: list[Rule], threats: list[ThreatModel]) -
                 same_threat((t.norm.value, t.epsilon, t.targeted), _rule_key(rule)) for t in threats):
             raise UserError(f"{_option(rule.kind)} {rule.written!r}: the scan has no threat {rule.threat.name} "
                             f"(it runs {', '.join(t.name for t in threats)})")
+    for t in threats:  # two rules tied on precedence for one metric and threat: refuse now, not after the scan
+        seen: dict[tuple, Rule] = {}
+        for rule in rules:
+            if rule.threat is not None and not same_threat((t.norm.value, t.epsilon, t.targeted), _rule_key(rule)):
+                continue
+            key = (rule.kind, rule.metric, rule.source == "command line", rule.threat is not None)
+            if key in seen:
+                raise UserError(f"{_option(rule.kind)} rules {seen[key].written!r} and {rule.written!r} both set "
+                                f"{rule.metric} at {t.name}; keep one")
+            seen[key] = rule
 
 
 def _rule_key(rule: Rule) -> tuple:

@@ -7,6 +7,8 @@ vectors, logits or probabilities (detected on clean data and recorded), several 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 
@@ -14,6 +16,15 @@ from robustbench_cli.errors import TargetError
 from robustbench_cli.targets.base import Capability, Target, existing_file, file_sha256
 
 _ORT_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
+
+
+def _ort_message(e: Exception) -> str:
+    """The first line of an onnxruntime error without its "[ONNXRuntimeError] : 1 : FAIL : Load model from X
+    failed:" preamble, which repeats the path the caller names already."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+    text = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", text)
+    text = re.sub(r"^Load model from .*? failed:\s*", "", text)
+    return re.sub(r"^Fatal error:\s*", "", text) or e.__class__.__name__
 
 
 def _dim(d):
@@ -40,8 +51,12 @@ class OnnxTarget(Target):
         try:
             self.session = ort.InferenceSession(str(p), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception classes for every load failure
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            msg = _ort_message(e)
             if "external" in msg.lower() or "No such file" in msg:
+                missing = re.search(r'does not exist:\s*"?([^"]+?)"?\s*$', msg)
+                if missing:  # name the file, not onnxruntime's validation internals
+                    raise TargetError(f"{path}: the model's external data file {missing.group(1).rsplit('/', 1)[-1]!r} "
+                                      "is missing (it must sit beside the model, as when it was saved)") from None
                 raise TargetError(f"{path}: the model's external data file is missing or unreadable ({msg})") from None
             if "NOT_IMPLEMENTED" in msg or "Could not find an implementation" in msg or "not a registered" in msg:
                 raise TargetError(f"{path}: uses an operator onnxruntime lacks ({msg})") from None
@@ -127,7 +142,7 @@ class OnnxTarget(Target):
         try:
             out = self.session.run(self._outputs, {self.input_name: a})[0]
         except Exception as e:  # onnxruntime's own error types: report them as one line
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+            msg = _ort_message(e)
             raise TargetError(f"{self.name}: onnxruntime failed on input of shape {a.shape} ({msg})") from None
         out = np.asarray(out)
         if out.ndim == 3 and out.shape[1] == 1:
