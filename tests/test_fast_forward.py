@@ -71,3 +71,24 @@ def test_turning_it_off_changes_nothing_but_speed():
     # float rounding differs by ~1e-6 between the routes; the attack's decisions may differ on a knife's edge only
     assert abs(runs[0].robust.sum() - runs[1].robust.sum()) <= 1
     assert runs[0].queries.sum() > 0 and runs[1].queries.sum() > 0
+
+
+def test_the_export_leaves_batchnorm_and_dropout_in_inference_mode():
+    """Regression: the exporter restored its (training-mode) wrapper's mode onto the target, so BatchNorm updated its
+    running statistics on every later query (ResNet-20 lost 10 points of attack strength in the AutoAttack bench)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5), nn.Flatten(),
+                        nn.Linear(4 * 26 * 26, 10))
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-1, 1)
+        net[1].running_var.uniform_(0.5, 2)
+    t = TorchTarget(net, "bn", num_classes=10)
+    x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    before = t.scores(x)
+    stats = {k: v.clone() for k, v in net.state_dict().items()}
+    fast = t.scores(x, fast=True)
+    assert t.details["fast_forward"] == "onnxruntime"
+    assert not any(m.training for m in net.modules())
+    torch.testing.assert_close(t.scores(x), before, atol=0, rtol=0)
+    assert all(torch.equal(stats[k], v) for k, v in net.state_dict().items())
+    torch.testing.assert_close(fast, before, atol=1e-4, rtol=1e-4)

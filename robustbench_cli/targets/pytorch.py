@@ -130,13 +130,18 @@ class TorchTarget(Target):
                 out = self.target(self.pre(inp) if self.pre is not None else inp)
                 return (out[0] if isinstance(out, (tuple, list)) else out).float()
 
+        want = self._scores_batch(x)  # before the export, which must not be able to change what the module says
         try:
             buf = io.BytesIO()
             sample = x[: max(1, min(len(x), 2))].detach().to(torch.float32)
+            # The exporter puts the module it is given back into that module's training mode afterwards, recursively:
+            # a wrapper left in its default (training) mode would switch BatchNorm and dropout in the target to
+            # training, so that every later query updated the running statistics. Export an eval-mode wrapper.
+            whole = _Whole(self).eval()
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
                     contextlib.redirect_stderr(io.StringIO()):
                 warnings.simplefilter("ignore")
-                torch.onnx.export(_Whole(self), (sample,), buf, input_names=["x"], output_names=["y"],
+                torch.onnx.export(whole, (sample,), buf, input_names=["x"], output_names=["y"],
                                   dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = opts.inter_op_num_threads = max(1, torch.get_num_threads())
@@ -144,10 +149,13 @@ class TorchTarget(Target):
             opts.log_severity_level = 3
             session = ort.InferenceSession(buf.getvalue(), sess_options=opts, providers=["CPUExecutionProvider"])
             got = torch.from_numpy(session.run(None, {"x": x.detach().to(torch.float32).contiguous().numpy()})[0])
-            want = self._scores_batch(x)
         except Exception as e:  # noqa: BLE001 - any failure means: no fast route, the module answers
             self.details["fast_forward"] = f"off ({type(e).__name__})"
             return None
+        finally:
+            self.model.eval()  # whatever the exporter did, the target stays in inference mode
+            if self.preprocess is not None:
+                self.preprocess.eval()
         scale = float(want.abs().max()) + 1.0
         if got.shape != want.shape or not bool((got.argmax(1) == want.argmax(1)).all()) \
                 or float((got - want).abs().max()) > 1e-4 * scale:
