@@ -415,12 +415,13 @@ def evaluate(
                 continue
             a0 = time.perf_counter()
             done = int(outcome.done_mask.sum())
-            for b in range(0, len(todo), batch_size):
+            b, bs = 0, batch_size
+            while b < len(todo):
                 if out.stopped is None and deadline is not None and time.monotonic() > deadline:
                     out.stopped = "time budget spent"
                 if out.stopped is not None:
                     break
-                idx = todo[b : b + batch_size]
+                idx = todo[b : b + bs]
                 idx_t = torch.as_tensor(idx, device=device)
                 x0 = x_all[idx_t]
                 goal = goal_all.subset(idx_t)
@@ -438,6 +439,19 @@ def evaluate(
                 except KeyboardInterrupt:  # Ctrl-C: this batch is lost, everything before it is kept
                     out.stopped = "interrupted"
                     break
+                except torch.OutOfMemoryError:
+                    # Out of (GPU) memory: retry the same samples in half the batch. Per-sample random streams make
+                    # the result the same as with the smaller --batch-size; the failed attempt produced nothing and
+                    # its model calls are not in the ledger.
+                    if len(idx) == 1:
+                        raise TargetError(f"{target.name}: out of memory attacking a single sample with {entry.label}; "
+                                          "use a smaller model or another device") from None
+                    bs = max(1, len(idx) // 2)
+                    out.oom_retries += 1
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    continue
+                b += len(idx)
                 hit = success.cpu().numpy()
                 dist = threat.distance(cand, x0).cpu().numpy()
                 found = np.where(hit, dist, np.nan)

@@ -80,3 +80,4 @@ class Evaluation:
     skipped: list[dict] = field(default_factory=list)
     probes: dict = field(default_factory=dict)  # sanity probes of the target on clean inputs (diagnostics.probe)
     stopped: str | None = None  # why the evaluation stopped before its end ("interrupted", "time budget ..."), or None
+    oom_retries: int = 0  # batches retried at half size after running out of memory

@@ -10,6 +10,7 @@ from robustbench_cli.attacks import REGISTRY, Attack
 from robustbench_cli.attacks.base import register
 from robustbench_cli.battery import Battery, Entry, evaluate
 from robustbench_cli.data import EvalSet, load_eval_set
+from robustbench_cli.errors import TargetError
 from robustbench_cli.targets import TargetOptions, load_target
 from robustbench_cli.targets.base import Capability, Oracle
 from robustbench_cli.targets.pytorch import TorchTarget
@@ -149,3 +150,41 @@ def test_skipped_attacks_carry_a_reason():
     reasons = [a.skipped for a in ev.results[0].attacks]
     assert all(r and "gradients" in r for r in reasons)
     assert ev.results[0].robust_accuracy == ev.results[0].clean_accuracy
+
+
+def test_out_of_memory_halves_the_batch_and_gives_the_same_results():
+    """A target that runs out of memory above 8 rows: the scan retries in halves instead of failing, and the
+    per-sample results equal those of --batch-size 8 (per-sample random streams)."""
+    import torch as _torch
+
+    from robustbench_cli.battery import Battery, Entry, evaluate
+    from robustbench_cli.targets.pytorch import TorchTarget
+    from robustbench_cli.threat_model import ThreatModel
+
+    from linear_truth import linear_module, random_linear_problem
+
+    W, b, data = random_linear_problem(40, 12, 3, seed=5)
+
+    class Small(TorchTarget):
+        # runs out of memory on attack batches above 8 rows; the 40-row clean pass and probes (before any attack,
+        # not retried by the harness) still fit
+        def forward(self, x):
+            if 8 < len(x) < 40:
+                raise _torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return super().forward(x)
+
+    battery = Battery("b", 1, [Entry("pgd", "pgd", {"steps": 10})])
+    threat = ThreatModel.parse("linf:0.05")
+    small = Small(linear_module(W, b), "lin", num_classes=3, batch_size=8)
+    ev = evaluate(small, data, [threat], battery, seed=3, batch_size=32)
+    ref = evaluate(TorchTarget(linear_module(W, b), "lin", num_classes=3), data, [threat], battery, seed=3,
+                   batch_size=8)
+    assert ev.oom_retries >= 2  # 32 -> 16 -> 8
+    r, q = ev.results[0], ref.results[0]
+    assert r.robust.tolist() == q.robust.tolist() and r.queries.tolist() == q.queries.tolist()
+    assert 0 < r.robust_accuracy < r.clean_accuracy
+    never = Small(linear_module(W, b), "lin", num_classes=3, batch_size=64)
+    never.forward = lambda x: (_ for _ in ()).throw(_torch.OutOfMemoryError("always")) if len(x) < 40 else \
+        TorchTarget.forward(never, x)
+    with pytest.raises(TargetError, match="single sample"):
+        evaluate(never, data, [threat], battery, seed=3, batch_size=4)

@@ -163,7 +163,8 @@ def build_report(evaluations: list[Evaluation], *, data: dict, battery: dict, se
         "battery": battery,
         "options": options or {},
         # probes: the model calls the diagnostics made on clean inputs, outside every attack's query count
-        "targets": [{**e.target, "probes": e.probes} for e in evaluations],
+        # oom_retries: attack batches retried at half size after the device ran out of memory (results unchanged)
+        "targets": [{**e.target, "probes": e.probes, "oom_retries": e.oom_retries} for e in evaluations],
         "results": [_threat_entry(r, (*diagnostics.check_cascade(r, e.target), *diagnostics.check_target(e)))
                     for e in evaluations for r in e.results],
     }
