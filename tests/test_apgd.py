@@ -180,8 +180,6 @@ def test_targeted_dlr_reaches_the_target_on_a_linear_model(linear):
 
 def test_apgd_t_pursues_the_most_likely_wrong_classes_in_order(mlp, monkeypatch):
     """Each pass of APGD-T targets the next most likely wrong class at the clean point; success stays untargeted."""
-    import robustbench_cli.attacks.apgd as apgd
-    from robustbench_cli.attacks.rng import SampleRng
     from robustbench_cli.targets.base import Oracle
 
     target, data = mlp

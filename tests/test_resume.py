@@ -5,7 +5,6 @@ seed gives the same per-sample results whatever the batch size."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

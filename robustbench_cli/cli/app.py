@@ -1,10 +1,8 @@
 from __future__ import annotations
 
 import contextlib
-import time
 import traceback
 import warnings
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer

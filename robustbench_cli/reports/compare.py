@@ -218,7 +218,7 @@ def _row(metric: str, key: str, unit: str, values: list) -> dict:
 
 
 def _signed_int(d: int) -> str:
-    return f"±0" if d == 0 else f"{d:+,d}"
+    return "±0" if d == 0 else f"{d:+,d}"
 
 
 def _signed_secs(d: float) -> str:

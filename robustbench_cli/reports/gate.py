@@ -454,7 +454,7 @@ def _max_drop(rule: Rule, target: str, r: dict, blabel: str, b: dict | None, pai
     if noise and drop > 0:
         c["within_noise"] = True
         c["note"] = "within noise"
-        c["message"] += f"; the baseline lies inside the 95% CI, so this may be noise: --paired decides on the per-sample flips"
+        c["message"] += "; the baseline lies inside the 95% CI, so this may be noise: --paired decides on the per-sample flips"
     return c
 
 
