@@ -235,35 +235,60 @@ def _examples_line(rep: dict, folder: Path) -> None:
 @app.command()
 def demo(
     n: Annotated[int, typer.Option("--n", help="Held-out MNIST samples to scan.")] = 200,
-    eps: Annotated[str, typer.Option(help="Linf epsilon.")] = "0.2",
+    eps: Annotated[Optional[str], typer.Option(help="Linf epsilon (default 0.2; 0.3 with --defences).",
+                                               show_default=False)] = None,
+    defences: Annotated[bool, typer.Option("--defences", help="Compare the defence zoo instead: the embedded CNN "
+                                           "trained standard, PGD and logit-paired, then the standard one guarded by "
+                                           "a detector, non-adaptive and adaptive.")] = False,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-    report_dir: Annotated[Path, typer.Option(help="Folder for report.json, report.csv and report.md.")] = DEFAULT_REPORT_DIR,
+    report_dir: Annotated[Path, typer.Option(help="Folder for the reports (report.*; with --defences defences.* and "
+                                                  "detector.*).")] = DEFAULT_REPORT_DIR,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
     """Scan the embedded MNIST CNN as a white box (PyTorch) and as its ONNX export (black box), side by side.
 
     Offline and CPU-only: the model ships inside the package, trained on mnist:train; it is scanned on mnist:test.
+    With --defences: the defence zoo shipped with it, side by side with the same data, seed and battery.
     """
     from robustbench_cli import zoo
     from robustbench_cli.reports import check_outputs
     from robustbench_cli.scan import ScanConfig, parse_threats, run_scan
     from robustbench_cli.targets import TargetOptions
 
+    eps = eps or ("0.3" if defences else "0.2")
     with user_errors(debug):
-        outputs = check_outputs([str(report_dir / f"report.{ext}") for ext in ("json", "csv", "md")])
+        names = ("defences", "detector") if defences else ("report",)
+        outputs = check_outputs([str(report_dir / f"{name}.{ext}") for name in names for ext in ("json", "csv", "md")])
         if n <= 0:  # checked before the banner: a bad option is the only line printed
             raise UserError(f"--n must be > 0, got {n}")
         parse_threats([eps])
-        cfg = ScanConfig(
-            models=[zoo.SPEC, str(zoo.ONNX)], data="mnist:test", threats=[eps], n=n, shuffle=True, seed=seed,
-            target_options=[TargetOptions(weights=str(zoo.WEIGHTS), device="cpu"), TargetOptions()],
-        )
-        err.print(f"robust demo: the embedded MNIST CNN as a white box ({zoo.SPEC}) and as its ONNX export "
-                  f"(black box), {n} held-out digits, Linf eps {eps}")
-        progress, update = make_progress(err)
-        with progress:
-            rep = run_scan(cfg, progress=update)
-        _finish(rep, outputs)
+        common = dict(data="mnist:test", threats=[eps], n=n, shuffle=True, seed=seed)
+        if not defences:
+            scans = [(ScanConfig(models=[zoo.SPEC, str(zoo.ONNX)], **common,
+                                 target_options=[TargetOptions(weights=str(zoo.WEIGHTS), device="cpu"), TargetOptions()]),
+                      f"robust demo: the embedded MNIST CNN as a white box ({zoo.SPEC}) and as its ONNX export "
+                      f"(black box), {n} held-out digits, Linf eps {eps}")]
+        else:
+            scans = [
+                (ScanConfig(models=[zoo.SPEC] * len(zoo.DEFENCES), **common,
+                            target_options=[TargetOptions(weights=str(w), device="cpu") for w in zoo.DEFENCES.values()]),
+                 f"robust demo --defences: the embedded MNIST CNN trained {', '.join(zoo.DEFENCES)} "
+                 f"(white boxes), {n} held-out digits, Linf eps {eps}"),
+                (ScanConfig(models=[zoo.SPEC], **common, target_options=[TargetOptions(weights=str(zoo.WEIGHTS), device="cpu")],
+                            detector=zoo.DETECTOR_SPEC, detector_weights=str(zoo.DETECTOR), detector_fpr=0.05),
+                 "robust demo --defences: the standard CNN guarded by the zoo detector (5% of clean inputs flagged), "
+                 "attacked without and with knowledge of it"),
+            ]
+        for i, (cfg, banner) in enumerate(scans):
+            err.print(banner)
+            progress, update = make_progress(err)
+            with progress:
+                rep = run_scan(cfg, progress=update)
+            _finish(rep, outputs[3 * i: 3 * i + 3])
+            if defences and i == 0:
+                from robustbench_cli.reports import compare as C
+
+                C.render_console(C.compare(rep), out)
 
 
 @app.command("attacks")

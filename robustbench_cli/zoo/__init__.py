@@ -3,6 +3,11 @@
 ``python -m robustbench_cli.zoo`` retrains it from ``mnist:train`` (4,000 images, 400 per class) and writes
 ``mnist_cnn.pt`` (state dict) and ``mnist_cnn.onnx`` (its export) beside this file. ``mnist:test`` (the other
 1,000 images) is never trained on; the demo scans it.
+
+The defence zoo (``robust demo --defences``): the same architecture PGD-trained and logit-paired, and a detector
+for the standard model, each made by ``robust train`` on ``mnist:train`` with the arguments in ``TRAIN_ARGS`` and
+shipped with its card (``*.card.json``). ``python -m robustbench_cli.zoo --defences`` remakes them (one thread,
+about 25 minutes on one CPU core).
 """
 
 from __future__ import annotations
@@ -16,6 +21,21 @@ HERE = Path(__file__).resolve().parent
 WEIGHTS = HERE / "mnist_cnn.pt"
 ONNX = HERE / "mnist_cnn.onnx"
 SPEC = "robustbench_cli.zoo:mnist_cnn"
+DETECTOR_SPEC = "robustbench_cli.zoo:mnist_detector"
+
+# the defence zoo: checkpoint name -> state dict of mnist_cnn (the standard one is the embedded model)
+DEFENCES = {"standard": WEIGHTS, "pgd": HERE / "mnist_cnn_pgd.pt", "alp": HERE / "mnist_cnn_alp.pt"}
+DETECTOR = HERE / "mnist_detector.pt"  # mnist_detector trained on clean vs PGD inputs of the standard model
+# the `robust train` arguments that made each zoo file (with -o FILE); deterministic on one thread
+TRAIN_ARGS = {
+    "pgd": [SPEC, "--data", "mnist:train", "--mode", "pgd", "--eps", "0.3", "--eps-ramp", "5", "--epochs", "30",
+            "--check-n", "200"],
+    "alp": [SPEC, "--data", "mnist:train", "--mode", "alp", "--eps", "0.3", "--eps-ramp", "5", "--epochs", "30",
+            "--check-n", "200"],
+    "detector": [DETECTOR_SPEC, "--detector", "--classifier", SPEC, "--classifier-weights", str(WEIGHTS),
+                 "--data", "mnist:train", "--eps", "0.3"],
+}
+ZOO_FILES = {"pgd": DEFENCES["pgd"], "alp": DEFENCES["alp"], "detector": DETECTOR}
 
 
 def mnist_cnn(num_classes: int = 10) -> nn.Module:
