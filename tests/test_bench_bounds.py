@@ -193,3 +193,26 @@ def test_bench_autoattack_smoke(tmp_path):
     assert row["autoattack"]["robust_accuracy"] >= row["certified_accuracy"]
     assert row["autoattack"]["outside_ball"] == 0
     assert row["time_ratio_robust_over_autoattack"] > 0
+
+
+@pytest.mark.slow
+def test_bench_defences_smoke(tmp_path):
+    """bench_defences.py end to end on 8 MNIST test images: the zoo's robust accuracies, the AutoAttack cross-check
+    (no image left robust that AutoAttack breaks) and the detector's non-adaptive and adaptive rows."""
+    pytest.importorskip("pyautoattack", reason="pyautoattack (in the test and bench extras) is the cross-check")
+    shared_path("mnist", "mnist_test.npz")
+    bench = _load("bench_defences")
+    out = tmp_path / "def.json"
+    rc = bench.main(["--n", "8", "--aa-n", "4", "--threads", "1", "--shared", str(shared_path()), "--out", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    rows = {r["checkpoint"]: r for r in res["zoo"]}
+    assert set(rows) == {"standard", "pgd", "alp"}
+    for r in rows.values():
+        assert r["n"] == 8 and 0 <= r["robust_accuracy"] <= r["clean_accuracy"]
+        aa = r["autoattack"]
+        assert aa["n"] == 4 and aa["robust_only"] == 0 and aa["invalid_points"] == 0
+    assert rows["pgd"]["robust_accuracy"] > rows["standard"]["robust_accuracy"]
+    plain, non_adaptive, adaptive = res["detector"]["rows"]
+    assert non_adaptive["adaptive"] is False and adaptive["adaptive"] is True
+    assert adaptive["robust_accuracy"] <= non_adaptive["robust_accuracy"]
