@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import torch
 
-from robustbench_cli.attacks.base import Attack, Goal, register
+from robustbench_cli.attacks.base import Attack, Goal, likeliest_wrong_classes, register
 from robustbench_cli.attacks.gradients import Autograd
 from robustbench_cli.attacks.losses import cross_entropy, margin
 from robustbench_cli.attacks.steps import ascent_step, random_start
@@ -265,13 +265,5 @@ class APGDT(_APGD):
         if goal.targeted:
             return [goal] * self.restarts
         k = oracle.num_classes
-        rows = torch.arange(len(x0))
-        if oracle.budget is not None:  # rows that cannot pay for the ranking query get no pass of their own
-            rows = rows[oracle.remaining(rows) >= 1]
-        ranked = goal.labels[:, None].repeat(1, max(k - 1, 1))  # unranked rows: their own label, never reached
-        if len(rows):
-            z = oracle.logits(x0[rows.to(x0.device)], rows)
-            own = goal.labels[rows.to(x0.device)]
-            others = z.scatter(1, own[:, None], float("-inf")).argsort(dim=1, descending=True)[:, : k - 1]
-            ranked[rows.to(x0.device)] = others
+        ranked = likeliest_wrong_classes(oracle, x0, goal)
         return [Goal(ranked[:, j], True) for _ in range(self.restarts) for j in range(min(self.targets, k - 1))]

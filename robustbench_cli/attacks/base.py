@@ -42,6 +42,24 @@ class Goal:
         return Goal(self.labels[idx], self.targeted)
 
 
+def likeliest_wrong_classes(oracle: Oracle, x0: torch.Tensor, goal: Goal, *, module: bool = False) -> torch.Tensor:
+    """(n, classes - 1): each sample's other classes, likeliest first at the clean input (one query a sample), for
+    attacks that pursue the top wrong classes in turn (APGD-T, FMN with ``targets``). Rows that cannot pay for the
+    query keep their own label in every column, a target never reached. ``module``: ask the differentiable module
+    rather than the scores route (the fast forward route may differ in the last bits)."""
+    k = oracle.num_classes
+    rows = torch.arange(len(x0))
+    if oracle.budget is not None:
+        rows = rows[oracle.remaining(rows) >= 1]
+    ranked = goal.labels[:, None].repeat(1, max(k - 1, 1))
+    if len(rows):
+        r = rows.to(x0.device)
+        with torch.no_grad():
+            z = oracle.forward(x0[r], rows) if module else oracle.logits(x0[r], rows)
+        ranked[r] = z.scatter(1, goal.labels[r][:, None], float("-inf")).argsort(dim=1, descending=True)[:, : k - 1]
+    return ranked
+
+
 class Attack(ABC):
     name: ClassVar[str]
     family: ClassVar[str]  # gradient | query | transfer | generative | baseline

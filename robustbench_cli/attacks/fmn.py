@@ -63,7 +63,7 @@ import math
 
 import torch
 
-from robustbench_cli.attacks.base import Attack, Goal, register
+from robustbench_cli.attacks.base import Attack, Goal, likeliest_wrong_classes, register
 from robustbench_cli.attacks.gradients import Autograd
 from robustbench_cli.attacks.losses import margin
 from robustbench_cli.targets.base import Capability
@@ -140,15 +140,7 @@ class FMN(Attack):
         if goal.targeted or self.targets == 0:
             return [goal]
         k = oracle.num_classes
-        rows = torch.arange(len(x0))
-        if oracle.budget is not None:  # rows that cannot pay for the ranking query get no pass of their own
-            rows = rows[oracle.remaining(rows) >= 1]
-        ranked = goal.labels[:, None].repeat(1, max(k - 1, 1))  # unranked rows: their own label, never reached
-        if len(rows):
-            r = rows.to(x0.device)
-            with torch.no_grad():
-                z = oracle.forward(x0[r], rows)
-            ranked[r] = z.scatter(1, goal.labels[r][:, None], float("-inf")).argsort(dim=1, descending=True)[:, : k - 1]
+        ranked = likeliest_wrong_classes(oracle, x0, goal, module=True)
         return [Goal(ranked[:, j], True) for j in range(min(self.targets, k - 1))]
 
     def run(self, oracle, x0, goal, threat, rng):
