@@ -130,6 +130,7 @@ def train_substitute(cfg: SubstituteConfig, progress: Progress | None = None):
     from robustbench_cli.battery import check_compatible
     from robustbench_cli.targets import TargetOptions, load_target, resolve_device
     from robustbench_cli.targets.pytorch import load_torch_target
+    from robustbench_cli.train import trainable_parameters
 
     check_config(cfg)
     device = resolve_device(cfg.device)
@@ -161,11 +162,7 @@ def train_substitute(cfg: SubstituteConfig, progress: Progress | None = None):
         raise TargetError(f"the substitute {cfg.arch} has {width} outputs but the target has {target.num_classes} "
                           "classes (factories that take num_classes get the target's)")
     module = net.model
-    params = list(module.parameters())
-    if not params:
-        raise TargetError(f"{cfg.arch} has no parameters to train")
-    for p in params:
-        p.requires_grad_(True)
+    params = trainable_parameters(module, cfg.arch)
     opt = torch.optim.Adam(params, lr=cfg.lr)
     order = torch.Generator().manual_seed(cfg.seed)
     subset_rng = np.random.default_rng(cfg.seed)

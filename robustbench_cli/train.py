@@ -261,6 +261,16 @@ def _build(cfg: TrainConfig, device):
     return net
 
 
+def trainable_parameters(module: nn.Module, name: str) -> list:
+    """The module's parameters, switched back on for training (targets load frozen); a module without any is refused."""
+    params = list(module.parameters())
+    if not params:
+        raise TargetError(f"{name} has no parameters to train")
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
 def _optimizer(cfg: TrainConfig, params):
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -344,11 +354,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None, on_epoch: Callable
     else:
         check_compatible(net, train_set)
     module = net.model
-    params = list(module.parameters())
-    if not params:
-        raise TargetError(f"{cfg.model} has no parameters to train")
-    for p in params:
-        p.requires_grad_(True)
+    params = trainable_parameters(module, cfg.model)
 
     mode = "detector" if detector else cfg.mode
     gamma = cfg.gamma if cfg.gamma is not None else DEFAULT_GAMMA.get(cfg.mode)
