@@ -207,20 +207,23 @@ class Square(Attack):
         return (x0 + delta / norm * eps).clamp(lo, hi)
 
     def _step_linf(self, xa, xb, u, sh, sw, eps, lo, hi, ar_h, ar_w):
-        m, c = xa.shape[:2]
-        ch, cw = self._corner(u[:, 0], sh, xa.shape[2]), self._corner(u[:, 1], sw, xa.shape[3])
-        mask = self._mask(ch, cw, sh, sw, ar_h, ar_w)
+        m, c, h, w = xa.shape
+        ch, cw = self._corner(u[:, 0], sh, h), self._corner(u[:, 1], sw, w)
+        # the window's pixels of every sample, gathered: the work below is on the window, not the whole image
+        flat = ((ch[:, None] + ar_h[None, :sh])[:, :, None] * w + (cw[:, None] + ar_w[None, :sw])[:, None, :])
+        idx = flat.reshape(m, 1, sh * sw).expand(m, c, sh * sw)
+        xa_w, xb_w = xa.reshape(m, c, h * w).gather(2, idx), xb.reshape(m, c, h * w).gather(2, idx)
         tries = torch.where(u[:, 2:].view(m, 4, c) < 0.5, -1.0, 1.0)
         signs = tries[:, 0]
         # the paper redraws the signs while the window would stay as it is (up to 3 more draws here)
         for k in range(1, 4):
-            cand = (xa + eps * signs[:, :, None, None]).clamp(lo, hi)
-            same = (((cand - xb).abs() < 1e-7) | ~mask).flatten(1).all(dim=1)
+            cand = (xa_w + eps * signs[:, :, None]).clamp(lo, hi)
+            same = ((cand - xb_w).abs() < 1e-7).flatten(1).all(dim=1)
             if not bool(same.any()):
                 break
             signs = torch.where(same[:, None], tries[:, k], signs)
-        cand = (xa + eps * signs[:, :, None, None]).clamp(lo, hi)
-        return torch.where(mask, cand, xb)
+        cand = (xa_w + eps * signs[:, :, None]).clamp(lo, hi)
+        return xb.reshape(m, c, h * w).scatter(2, idx, cand).view(m, c, h, w)
 
     def _step_l2(self, xa, xb, u, sh, sw, eps, lo, hi, ar_h, ar_w):
         m, c, h, w = xa.shape
