@@ -18,9 +18,11 @@ the epsilon ball and [0,1] (a point outside would not count) and be misclassifie
 flags come from its harness. Per sample the script counts the images robust leaves robust but AutoAttack breaks
 (should be 0) and the reverse.
 
-**Certificates** (``benchmarks/_bounds.py``, outside the timing): per sample, interval bound propagation (IBP) for
+**Certificates** (``robustbench_cli/certify.py``, outside the timing): per sample, interval bound propagation (IBP) for
 every Conv/ReLU/Linear/max-pool net, and CROWN for the nets without max-pool (the ConvSmall nets); the ResNet-20 gets
-none. A certified image can never be broken: a robust accuracy below the certified accuracy, or any certified image
+none. These run on every image, apart from robust's own use of the same bounds inside ``standard`` (which certifies
+the images APGD-CE leaves and attacks only the rest; its time counts in robust's wall time). AutoAttack, which knows
+nothing of them, checks them: an image it breaks must never be certified. A certified image can never be broken: a robust accuracy below the certified accuracy, or any certified image
 that an attack broke, is a bug, and the script says so on stderr and exits with 1. The published certified error
 (the checkpoint READMEs, or the error stored in the checkpoint) is quoted for context; it was measured on the full
 test set, not on these images.
@@ -64,7 +66,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _bounds
+from robustbench_cli import certify
 import _common as C
 
 PRESET = "standard"
@@ -179,7 +181,7 @@ def bound_layers(name: str, target) -> list[nn.Module] | None:
     arch = MODELS[name].arch
     model = target.model
     if arch == "resnet20":
-        return None  # residual connections and batch norm: not covered by _bounds
+        return None  # residual connections and batch norm: not covered by the certificates
     if arch == "LeNet5":
         return [model.conv1, model.relu1, model.pool1, model.conv2, model.relu2, model.pool2, nn.Flatten(),
                 model.linear1, model.relu3, model.linear2]
@@ -353,7 +355,7 @@ def main(argv=None) -> int:
                     h = layer(h)
                 if float((h - net(x)).abs().max()) > 1e-4:
                     raise RuntimeError(f"{name}: the layer list for the certificates differs from the model")
-            for method, fn in (("ibp", _bounds.ibp_certify), ("crown", _bounds.crown_certify)):
+            for method, fn in (("ibp", certify.ibp_certify), ("crown", certify.crown_certify)):
                 t0 = time.perf_counter()
                 try:
                     flags, margin = fn(layers, x, y, eps, m.mean, m.std)
@@ -397,6 +399,8 @@ def main(argv=None) -> int:
                 "clean_accuracy": res.clean_accuracy,
                 "seconds": robust_s,
                 "queries_mean": float(res.queries.mean()),
+                "certified_accuracy": res.certified_accuracy,
+                "certificate": res.certificate,
                 "attacks": [{"label": a.label, "attempted": a.attempted, "broken": a.broken, "seconds": a.seconds,
                              "robust_after": a.robust_after, "skipped": a.skipped} for a in res.attacks],
             },

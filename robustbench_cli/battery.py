@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from robustbench_cli import certify as certify_mod
 from robustbench_cli import diagnostics
 from robustbench_cli.attacks import Attack, Goal, create
 from robustbench_cli.attacks.rng import SampleRng
@@ -65,6 +67,9 @@ class Battery:
     name: str
     version: int
     entries: list[Entry]
+    # after the first attack of the cascade, prove what can be proved (certify.py) and attack only the rest; the
+    # numbers do not change (a certified sample cannot be broken), the time does. --certify/--no-certify override it
+    certify: bool = False
 
     @property
     def id(self) -> str:
@@ -131,7 +136,7 @@ PRESETS: dict[str, Battery] = {
             _BLACKBOX[0],
             *[dataclasses.replace(e, when=e.when or "no-gradients") for e in _BLACKBOX[1:]],
             _NOISE,
-        ]),
+        ], certify=True),
     ]
 }
 
@@ -175,7 +180,7 @@ def with_eot(battery: Battery, eot: int) -> Battery:
                         f"averages gradients over draws; EOT applies to {', '.join(able)}")
     entries = [dataclasses.replace(e, params={**e.params, "eot": eot}) if takes_eot(e.attack) else e
                for e in battery.entries]
-    return Battery(battery.name, battery.version, entries)
+    return dataclasses.replace(battery, entries=entries)
 
 
 # Families whose independent entries run before the cascade: they need no target query but the verification.
@@ -225,7 +230,7 @@ def with_transfer(battery: Battery, surrogates: list | None = None, generators: 
     for g in generators:
         upfront.append(Entry(unique(f"generator:{Path(g).stem}"), "generator", {"generator": str(g)}, independent=True))
     rest = [e for e in battery.entries if family[e.label] not in ("transfer", "generative")]
-    return Battery(battery.name, battery.version, [*upfront, *rest])
+    return dataclasses.replace(battery, entries=[*upfront, *rest])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -333,13 +338,16 @@ def evaluate(
     refuse_randomised: bool = False,
     state=None,
     deadline: float | None = None,
+    certify: bool | None = None,
 ) -> Evaluation:
     """Run the battery on every threat. ``keep_adversarials`` keeps each broken sample's verified candidate.
     ``refuse_randomised``: stop, before any attack, when the probe finds that the same inputs give different
     scores (the scan sets it unless ``--eot`` is on: single-draw gradients of a randomised model mean nothing).
     ``state`` (a :class:`~robustbench_cli.state.ScanState`): restore the work it holds and record progress in it.
     ``deadline`` (``time.monotonic()``): start no new batch after it. A stop (the deadline, or Ctrl-C during an
-    attack) leaves ``Evaluation.stopped`` set and every attack that did not finish marked, never a lost result."""
+    attack) leaves ``Evaluation.stopped`` set and every attack that did not finish marked, never a lost result.
+    ``certify``: after the cascade's first attack, certify the samples it left (certify.py) and attack only the
+    others; None takes the battery's setting. Results are the same either way; only the work differs."""
     check_compatible(target, data)
     if batch_size <= 0:
         raise UserError(f"--batch-size must be > 0, got {batch_size}")
@@ -367,6 +375,10 @@ def evaluate(
             f"the model {target.name} gives different scores for the same inputs (max difference "
             f"{out.probes['repeat_max_abs_diff']:.2g}): a randomised model needs expectation over transformation; "
             "pass --eot N (e.g. --eot 20) to average each gradient over N draws")
+    # "auto": the battery's own setting, which stops certifying where it costs more than the attacks it spares;
+    # True (--certify): every sample the first attack leaves; False (--no-certify): none
+    mode = ("auto" if battery.certify else None) if certify is None else ("all" if certify else None)
+    certifier: list = []  # built on first use: (Certifier or None, reason)
     for ti, threat in enumerate(threats):
         is_targeted = threat.targeted or targeted is not None
         spec = (targeted or "random") if is_targeted else None
@@ -380,6 +392,7 @@ def evaluate(
             goal=goal_np, eligible=eligible, robust=correct.copy(), adv_pred=np.full(n, -1, dtype=np.int64),
             distance=np.full(n, np.nan), queries=np.zeros(n, dtype=np.int64), broken_by=[None] * n,
             queries_at_break=np.zeros(n, dtype=np.int64), min_distance=np.full(n, np.nan),
+            certified=np.zeros(n, dtype=bool),
         )
         if keep_adversarials:
             res.adversarial = np.full(data.x.shape, np.nan, dtype=np.float32)
@@ -392,6 +405,8 @@ def evaluate(
         tt0 = time.perf_counter()
         unit = f"{target.name}|{threat.name}"
         saved = _restore(state, unit, res, [e.label for e, _ in runnable])
+        # the certificates run right after the first attack of the cascade, on what it left
+        first = next((k for k, (e, _) in enumerate(runnable) if not e.independent), None)
         for j, (entry, attack) in enumerate(runnable):
             outcome = AttackOutcome(entry.label, attack.name, attack.family, attack.config(),
                                     queries=np.zeros(n, dtype=np.int64), independent=entry.independent,
@@ -403,7 +418,7 @@ def evaluate(
                     getattr(outcome, name)[:] = saved[f"e{j}/{name.replace('_mask', '')}"]
                 outcome.broken, prev_seconds = int(saved[f"e{j}/meta"][0]), float(saved[f"e{j}/meta"][1])
             else:
-                outcome.attempted_mask[np.flatnonzero(correct if entry.independent else res.robust)] = True
+                outcome.attempted_mask[np.flatnonzero(correct if entry.independent else res.robust & ~res.certified)] = True
                 prev_seconds = 0.0
             outcome.attempted = int(outcome.attempted_mask.sum())
             todo = np.flatnonzero(outcome.attempted_mask & ~outcome.done_mask)
@@ -489,6 +504,16 @@ def evaluate(
                 _record(state, unit, res, runnable, j + 1, None, 0.0, force=out.stopped is not None)
             if progress and not len(todo):
                 progress(f"{target.name} {threat.name} {entry.label}", 0, 0)
+            if mode and j == first and res.certificate is None and out.stopped is None:
+                if not certifier:
+                    k = min(len(x_all), 64)
+                    certifier.append(certify_mod.for_target(target, tuple(data.sample_shape), x_all[:k],
+                                                            clean_scores[:k]))
+                per_sample = outcome.seconds / max(outcome.attempted, 1)  # the first attack's cost per sample
+                _certify(res, certifier[0], threat, x_all, clean_scores, is_targeted, out, deadline, progress,
+                         None if mode == "all" else per_sample)
+                if state is not None:
+                    _record(state, unit, res, runnable, j + 1, None, 0.0)
         for entry, attack, reason in skipped:
             res.attacks.append(AttackOutcome(entry.label, attack.name, attack.family, attack.config(), skipped=reason))
         order = {e.label: i for i, e in enumerate(battery.entries)}
@@ -501,7 +526,65 @@ def evaluate(
     return out
 
 
-_RESULT_ARRAYS = ("robust", "adv_pred", "distance", "queries", "queries_at_break", "min_distance", "adversarial")
+_RESULT_ARRAYS = ("robust", "adv_pred", "distance", "queries", "queries_at_break", "min_distance", "adversarial",
+                  "certified")
+CERT_FIRST, CERT_CHUNK = 4, 8
+# What a certified sample spares, in units of the cascade's first attack's seconds per sample: the rest of
+# `standard` costs 27x (wk-mnist-0.1), 33x (eran-cifar-pgd, 2/255) and 37x (wk-cifar-8px, 8/255) APGD-CE's time
+# per sample on the samples it leaves (benchmarks/results/bench_autoattack_*_n{500,1000}.json); 25 stays below.
+CERT_SPARES = 25
+
+
+def _certify(res: ThreatResult, built: tuple, threat: ThreatModel, x_all: torch.Tensor, clean_scores: torch.Tensor,
+             targeted: bool, out: Evaluation, deadline: float | None, progress: Progress | None,
+             first_cost: float | None) -> None:
+    """Certify the samples still robust (certify.py), a few at a time. With ``first_cost`` (the first attack's
+    seconds per sample; None certifies everything), stop as soon as the certificates have cost more than the attack
+    time they spare (CERT_SPARES x first_cost per certified sample): a model the bounds cannot prove gets a few
+    samples' worth of bounds, then the attacks. A sample certified here is robust; the rest are attacked as usual,
+    so the numbers are those of an uncertified run."""
+    from robustbench_cli.threat_model import Norm
+
+    certifier, reason = built
+    if threat.norm is not Norm.LINF:
+        res.certificate = {"method": None, "skipped": f"certificates cover Linf threats only, not {threat.norm.value}"}
+        return
+    if certifier is None:
+        res.certificate = {"method": None, "skipped": reason}
+        return
+    rows = np.flatnonzero(res.robust & ~res.certified)
+    t0, done, stopped = time.perf_counter(), 0, None
+    k = clean_scores.shape[1]
+    label = f"{res.target} {threat.name} certificate ({certifier.method})"
+    starts = [0, *range(min(CERT_FIRST, len(rows)), len(rows), CERT_CHUNK)] if len(rows) else []
+    for b, e in zip(starts, [*starts[1:], len(rows)]):
+        if deadline is not None and time.monotonic() > deadline:
+            stopped = out.stopped = "time budget spent"
+            break
+        spent = time.perf_counter() - t0
+        if first_cost is not None and done and int(res.certified.sum()) * CERT_SPARES * first_cost < spent:
+            stopped = (f"stopped after {done} samples ({int(res.certified.sum())} certified in {spent:.1f} s): the "
+                       "bounds cost more than the attacks they spare; the rest were attacked")
+            break
+        idx = rows[b:e]
+        reach = None
+        if targeted:
+            reach = torch.zeros(len(idx), k, dtype=torch.bool)
+            reach[torch.arange(len(idx)), torch.as_tensor(res.goal[idx])] = True
+        try:
+            flags, _ = certifier.certify(x_all[torch.as_tensor(idx, device=x_all.device)], torch.as_tensor(res.labels[idx]),
+                                         threat.epsilon, reach, clean_scores[torch.as_tensor(idx, device=clean_scores.device)])
+        except KeyboardInterrupt:
+            stopped = out.stopped = "interrupted"
+            break
+        res.certified[idx[flags.numpy()]] = True
+        done += len(idx)
+        if progress:
+            progress(label, done, len(rows))
+    res.certificate = {"method": certifier.method, "attempted": done, "certified": int(res.certified.sum()),
+                       "seconds": round(time.perf_counter() - t0, 4), "stopped": stopped}
+    if getattr(certifier, "crown_skipped", None):
+        res.certificate["crown_skipped"] = certifier.crown_skipped
 
 
 def _restore(state, unit: str, res: ThreatResult, labels: list[str]) -> dict | None:
@@ -516,6 +599,8 @@ def _restore(state, unit: str, res: ThreatResult, labels: list[str]) -> dict | N
         if name in saved and getattr(res, name) is not None:
             getattr(res, name)[...] = saved[name]
     res.broken_by = [labels[c] if c >= 0 else None for c in saved["broken_by"].tolist()]
+    if "certificate" in saved:
+        res.certificate = json.loads(str(saved["certificate"]))
     return saved
 
 
@@ -529,6 +614,8 @@ def _record(state, unit: str, res: ThreatResult, runnable, j: int, outcome: Atta
     arrays["broken_by"] = np.array([labels.index(b) if b is not None else -1 for b in res.broken_by], dtype=np.int64)
     arrays["labels"] = np.array(labels)
     arrays["entries_done"] = np.array(j if outcome is None else int(old.get("entries_done", 0)))
+    if res.certificate is not None:
+        arrays["certificate"] = np.array(json.dumps(res.certificate))
     if outcome is not None:
         arrays[f"e{j}/attempted"] = outcome.attempted_mask.copy()
         arrays[f"e{j}/done"] = outcome.done_mask.copy()

@@ -54,6 +54,10 @@ class ThreatResult:
     # other): robust accuracy at any epsilon' is at most the share of samples with a larger distance.
     min_distance: np.ndarray | None = None
     detector: dict | None = None  # guarded targets (targets/detector.py): threshold, clean rejection, detection rate
+    # bool per sample: proven robust by a sound certificate (certify.py), so no later attack of the cascade tried it;
+    # None when no certificate ran. ``certificate``: how it ran (method, attempted, certified, seconds, or why not)
+    certified: np.ndarray | None = None
+    certificate: dict | None = None
 
     @property
     def n(self) -> int:
@@ -70,6 +74,13 @@ class ThreatResult:
     @property
     def robust_accuracy(self) -> float:
         return float((self.robust & self.eligible).sum() / max(self.n, 1))
+
+    @property
+    def certified_accuracy(self) -> float | None:
+        """Share of the samples a certificate proved robust: a lower bound on the true robust accuracy."""
+        if self.certified is None or self.certificate is None or not self.certificate.get("method"):
+            return None
+        return float((self.certified & self.robust & self.eligible).sum() / max(self.n, 1))
 
 
 @dataclass

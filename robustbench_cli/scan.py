@@ -39,6 +39,7 @@ class ScanConfig:
     seed: int = 0
     batch_size: int = 256
     eot: int = 1  # --eot: gradient attacks average each gradient over this many draws (randomised models)
+    certify: bool | None = None  # --certify/--no-certify; None: the preset's setting
     target_options: list[TargetOptions] = field(default_factory=list)
     # --surrogate SPEC[@WEIGHTS] (transfer attacks) and --generator FILE: entries up front (battery.with_transfer);
     # the surrogates load with surrogate_options (device, batch size, classes, mean/std), their weights from SPEC
@@ -165,7 +166,7 @@ def scan(cfg: ScanConfig, progress: Progress | None = None, *, save_examples: Pa
             ev = evaluate(t, data, threats, battery, seed=cfg.seed, batch_size=cfg.batch_size, targeted=cfg.targeted,
                       queries=cfg.queries, progress=progress, keep_adversarials=keep,
                       refuse_randomised=cfg.eot < 2,  # a randomised model without EOT: one line, exit 2
-                      state=state, deadline=deadline)
+                      state=state, deadline=deadline, certify=cfg.certify)
         except KeyboardInterrupt:  # outside an attack (the clean pass, the probes): keep what is done
             stopped = "interrupted"
             break

@@ -28,7 +28,9 @@ def render_summary(report: dict, console: Console) -> None:
     attack_cols = [c for c in df.columns if c.startswith("after:")]
     table = Table(title=f"robust · battery {report['battery']['name']}@{report['battery']['version']} · "
                         f"data {report['data']['name']} (n={report['data']['n']}) · seed {report['seed']}")
-    for col, just in [("target", "left"), ("threat", "left"), ("n", "right"), ("clean", "right"), ("robust", "right")]:
+    certified = "certified_accuracy" in df.columns
+    for col, just in [("target", "left"), ("threat", "left"), ("n", "right"), ("clean", "right"), ("robust", "right"),
+                      *([("certified", "right")] if certified else [])]:
         table.add_column(col, justify=just, style="bold" if col == "robust" else None)
     for c in attack_cols:
         table.add_column(c.removeprefix("after:"), justify="right", style="dim")
@@ -37,6 +39,7 @@ def render_summary(report: dict, console: Console) -> None:
     table.add_column("time", justify="right")
     for row in df.to_dict("records"):
         cells = [short_name(str(row["target"])), str(row["threat"]), str(row["n"]), _pct(row["clean_accuracy"]), _pct(row["robust_accuracy"])]
+        cells += [_pct(row["certified_accuracy"])] if certified else []
         cells += ["skipped" if row[c] is None or row[c] != row[c] else _pct(row[c]) for c in attack_cols]
         q, qb = row["queries_mean"], row["queries_median_success"]
         cells += ["–" if q is None or q != q else f"{q:,.0f}", "–" if qb is None or qb != qb else f"{qb:,.0f}",
@@ -46,6 +49,15 @@ def render_summary(report: dict, console: Console) -> None:
     console.print("[dim]clean: accuracy on unperturbed inputs · robust: accuracy under the whole battery (an upper bound) · "
                   "attack columns: robust accuracy after that attack in the cascade · queries: model calls per sample, "
                   "verification included · median q to break: queries spent on a broken sample up to its first verified break[/dim]")
+    if certified:
+        console.print("[dim]certified: samples proven robust by sound bounds (IBP/CROWN), a lower bound; the true robust "
+                      "accuracy lies between certified and robust[/dim]")
+    for r in report["results"]:
+        c = r.get("certificate") or {}
+        asked = (report.get("options") or {}).get("certify")  # --certify: say why a certificate did not run
+        if c.get("stopped") or (asked and c.get("skipped")):
+            why = c.get("stopped") or c.get("skipped")
+            console.print(f"[dim]certificate on {short_name(r['target'])} {r['threat']}: {why}[/dim]", highlight=False)
     render_transfer(report, console)
     skipped: dict[tuple[str, str], list[str]] = {}  # (target, reason) -> attack labels, one line each
     for r in report["results"]:

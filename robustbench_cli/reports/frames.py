@@ -6,13 +6,17 @@ import pandas as pd
 
 
 def summary_frame(report: dict) -> pd.DataFrame:
-    """One row per (target, threat): n, clean and robust accuracy, robust accuracy after each attack, queries, time."""
+    """One row per (target, threat): n, clean and robust accuracy (and certified accuracy when a certificate ran),
+    robust accuracy after each attack, queries, time."""
     rows = []
+    certified = any(r.get("certified_accuracy") is not None for r in report["results"])
     for r in report["results"]:
         row = {
             "target": r["target"], "threat": r["threat"], "n": r["n"],
             "clean_accuracy": r["clean_accuracy"], "robust_accuracy": r["robust_accuracy"],
         }
+        if certified:  # only when a certificate ran: a lower bound next to the upper one
+            row["certified_accuracy"] = r.get("certified_accuracy")
         for a in r["attacks"]:
             row[f"after:{a['label']}"] = None if a["skipped"] else a["robust_accuracy_after"]
         row["queries_mean"] = r["queries_mean"]

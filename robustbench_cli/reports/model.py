@@ -125,6 +125,9 @@ def _threat_entry(r: ThreatResult, target_findings: tuple = ()) -> dict:
             float((correct - np.searchsorted(np.sort(at_break), g, side="right")) / max(r.n, 1)) for g in grid
         ],
         "robust_accuracy_by_epsilon": epsilon_curve(r),
+        # a lower bound next to the attacks' upper bound: the share of samples a sound certificate proved robust
+        "certified_accuracy": r.certified_accuracy,
+        "certificate": r.certificate,
         "diagnostics": diagnostics.check(r) + list(target_findings),
         "attacks": attacks,
         **({"detector": r.detector} if r.detector is not None else {}),
@@ -141,6 +144,7 @@ def _threat_entry(r: ThreatResult, target_findings: tuple = ()) -> dict:
             "queries": r.queries.tolist(),
             "queries_at_break": (r.queries_at_break if r.queries_at_break is not None else np.zeros(len(r.ids), dtype=np.int64)).tolist(),
             "broken_by": list(r.broken_by),
+            "certified": (r.certified if r.certified is not None else np.zeros(len(r.ids), dtype=bool)).tolist(),
         },
     }
 

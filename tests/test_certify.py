@@ -1,0 +1,368 @@
+"""The certificates of robustbench_cli/certify.py (IBP, CROWN) are sound, and the harness uses them without changing
+a result.
+
+Soundness: on small random Conv/ReLU/Linear nets the certified lower bound of the worst margin is never above a
+margin actually reached inside the box (random points and a sign-gradient descent on the margin), and a certified
+sample is never broken. Exactness: on an affine net both bounds equal the true minimum. Harness: a scan with
+certificates gives the same per-sample verdicts as one without, attacks no certified sample, and stops certifying
+where the bounds cannot prove anything.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from robustbench_cli import certify as B
+
+
+def _conv_net(seed: int) -> list[nn.Module]:
+    torch.manual_seed(seed)
+    # 10x10 input: the first transposed convolution needs an output padding of 1 to get back to 10x10
+    return [nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.Flatten(),
+            nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)]
+
+
+def _pool_net(seed: int) -> list[nn.Module]:
+    torch.manual_seed(seed)
+    return [nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(75, 4)]
+
+
+def _forward(layers, x):
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+def _worst_margin(layers, x, y):
+    z = _forward(layers, x)
+    other = z.clone()
+    other[torch.arange(len(y)), y] = -float("inf")
+    return z[torch.arange(len(y)), y] - other.max(dim=1).values
+
+
+def _reached_margin(layers, x0, y, eps, mean=None, std=None, draws=64, steps=60):
+    """The smallest worst-case margin found in the box by random draws and sign-gradient descent (float64)."""
+    net = [copy.deepcopy(layer).double() for layer in layers]
+
+    def f(x):
+        if mean is not None:
+            x = (x - torch.tensor(mean, dtype=torch.float64).view(1, -1, 1, 1)) / torch.tensor(std, dtype=torch.float64).view(1, -1, 1, 1)
+        return _worst_margin(net, x, y)
+
+    x0 = x0.double()
+    lo, hi = (x0 - eps).clamp(0, 1), (x0 + eps).clamp(0, 1)
+    g = torch.Generator().manual_seed(0)
+    best = f(x0)
+    for _ in range(draws):
+        best = torch.minimum(best, f(lo + (hi - lo) * torch.rand(x0.shape, generator=g, dtype=torch.float64)))
+    for start in range(4):
+        x = lo + (hi - lo) * torch.rand(x0.shape, generator=g, dtype=torch.float64) if start else x0.clone()
+        for _ in range(steps):
+            x.requires_grad_(True)
+            m = f(x)
+            (grad,) = torch.autograd.grad(m.sum(), x)
+            x = torch.minimum(torch.maximum(x.detach() - eps / 10 * grad.sign(), lo), hi)
+            best = torch.minimum(best, f(x).detach())
+    return best.detach()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("eps", [0.002, 0.05, 0.3])
+def test_bounds_never_exceed_a_reached_margin(seed, eps):
+    torch.set_num_threads(1)
+    layers = _conv_net(seed)
+    x = torch.rand(12, 1, 10, 10, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        y = _forward(layers, x).argmax(1)  # labels = the net's own predictions: every sample is correct
+    reached = _reached_margin(layers, x, y, eps)
+    for fn in (B.ibp_certify, B.crown_certify):
+        flags, bound = fn(layers, x, y, eps)
+        assert bool((bound <= reached + 1e-9).all()), (fn.__name__, bound - reached)
+        assert not bool((flags & (reached <= 0)).any())  # certified, yet broken: unsound
+    if eps == 0.002:  # not vacuous: at a tiny epsilon CROWN certifies most samples
+        assert B.crown_certify(layers, x, y, eps)[0].float().mean() >= 0.5
+
+
+def test_normalisation_is_folded_into_the_box():
+    torch.set_num_threads(1)
+    torch.manual_seed(3)
+    layers = [nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64, 6), nn.ReLU(),
+              nn.Linear(6, 3)]
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    x = torch.rand(8, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        xn = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+        y = _forward(layers, xn).argmax(1)
+    reached = _reached_margin(layers, x, y, 0.02, mean, std)
+    for fn in (B.ibp_certify, B.crown_certify):
+        _, bound = fn(layers, x, y, 0.02, mean, std)
+        assert bool((bound <= reached + 1e-9).all())
+        # the bound tightens to the clean margin as eps -> 0: the box is mapped, not ignored
+        _, tiny = fn(layers, x, y, 1e-9, mean, std)
+        with torch.no_grad():
+            clean = _worst_margin([copy.deepcopy(m).double() for m in layers], xn.double(), y)
+        assert torch.allclose(tiny, clean, atol=1e-5)
+
+
+def test_affine_net_bounds_are_exact():
+    torch.manual_seed(4)
+    layers = [nn.Flatten(), nn.Linear(12, 5)]
+    x = torch.rand(6, 3, 2, 2)
+    y = torch.randint(0, 5, (6,))
+    eps = 0.1
+    w, b = layers[1].weight.double(), layers[1].bias.double()
+    lo, hi = (x.double() - eps).clamp(0, 1).flatten(1), (x.double() + eps).clamp(0, 1).flatten(1)
+    exact = torch.full((6,), float("inf"), dtype=torch.float64)
+    for j in range(5):
+        d = w[y] - w[j]  # margin row per sample; its minimum over the box picks lo or hi per coordinate
+        m = torch.where(d >= 0, lo, hi).mul(d).sum(1) + b[y] - b[j]
+        exact = torch.where(y == j, exact, torch.minimum(exact, m))
+    for fn in (B.ibp_certify, B.crown_certify):
+        _, bound = fn(layers, x, y, eps)
+        assert torch.allclose(bound, exact, atol=1e-10)
+
+
+def test_ibp_covers_max_pool_and_crown_refuses_it():
+    torch.set_num_threads(1)
+    layers = _pool_net(5)
+    x = torch.rand(10, 1, 10, 10, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        y = _forward(layers, x).argmax(1)
+    reached = _reached_margin(layers, x, y, 0.01)
+    flags, bound = B.ibp_certify(layers, x, y, 0.01)
+    assert bool((bound <= reached + 1e-9).all())
+    assert flags.any()
+    with pytest.raises(NotImplementedError, match="max-pool"):
+        B.crown_certify(layers, x, y, 0.01)
+
+
+def test_unsupported_layers_are_refused():
+    x, y = torch.rand(2, 4), torch.tensor([0, 1])
+    with pytest.raises(NotImplementedError, match="Tanh"):
+        B.ibp_certify([nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2)], x, y, 0.1)
+    with pytest.raises(NotImplementedError, match="last layer"):
+        B.ibp_certify([nn.Linear(4, 2), nn.ReLU()], x, y, 0.1)
+
+
+
+
+def test_dense_matrix_of_a_convolution_is_the_convolution():
+    torch.manual_seed(6)
+    for conv, shape in [(nn.Conv2d(3, 5, 4, stride=2, padding=1), (3, 11, 9)),
+                        (nn.Conv2d(2, 4, 3, dilation=2, padding=2), (2, 8, 8)),
+                        (nn.Conv2d(1, 3, (3, 2), stride=(1, 2), bias=False), (1, 7, 6))]:
+        x = torch.randn(6, *shape, dtype=torch.float64)
+        ref = B._affine_interval(conv, x, x)[0]
+        w, b = B._dense(conv, shape, tuple(ref.shape[1:]))
+        assert torch.allclose(x.flatten(1) @ w.T + b, ref.flatten(1), atol=1e-12)
+
+
+def test_a_targeted_goal_is_certified_on_its_own_margin_exactly():
+    """A targeted attack at class t fails for sure when z_y - z_t stays positive: on an affine net the bound is the
+    exact minimum of that one margin, above the untargeted worst margin."""
+    torch.manual_seed(7)
+    layers = [nn.Flatten(), nn.Linear(12, 5)]
+    x = torch.rand(40, 3, 2, 2)
+    with torch.no_grad():
+        y = _forward(layers, x).argmax(1)
+    t = (y + 1 + torch.randint(0, 4, (40,))) % 5
+    reach = torch.zeros(40, 5, dtype=torch.bool)
+    reach[torch.arange(40), t] = True
+    eps = 0.15
+    w, b = layers[1].weight.double(), layers[1].bias.double()
+    lo, hi = (x.double() - eps).clamp(0, 1).flatten(1), (x.double() + eps).clamp(0, 1).flatten(1)
+    d = w[y] - w[t]
+    exact = torch.where(d >= 0, lo, hi).mul(d).sum(1) + b[y] - b[t]
+    for fn in (B.ibp_certify, B.crown_certify):
+        flags, bound = fn(layers, x, y, eps, reach=reach)
+        assert torch.allclose(bound, exact, atol=1e-10)
+        assert torch.equal(flags, exact > 0)
+        untargeted = fn(layers, x, y, eps)[1]
+        assert bool((untargeted <= bound + 1e-12).all())
+    assert 0 < int((exact > 0).sum()) < 40  # both verdicts occur: the check is not vacuous
+
+
+# --- the harness's certifier --------------------------------------------------------------------------------------
+def _digits(n=120):
+    from robustbench_cli.data import load_eval_set
+
+    return load_eval_set("digits", n=n)
+
+
+def _trained_mlp(data, *, hidden=32, pool=False, seed=0):
+    """A small net trained on the digits it is evaluated on (a few hundred Adam steps, CPU, a second)."""
+    torch.manual_seed(seed)
+    body = [nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)] if pool else [nn.Conv2d(1, 4, 3, padding=1), nn.ReLU()]
+    feat = 4 * 4 * 4 if pool else 4 * 8 * 8
+    net = nn.Sequential(*body, nn.Flatten(), nn.Linear(feat, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+    x, y = torch.as_tensor(data.x), torch.as_tensor(data.y)
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    for _ in range(200):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    return net.eval()
+
+
+def _target(net, **kw):
+    from robustbench_cli.targets.pytorch import TorchTarget
+
+    t = TorchTarget(net, "net", num_classes=10, batch_size=64, device=torch.device("cpu"), **kw)
+    t.fast_forward = False
+    return t
+
+
+def _battery(certify=True):
+    from robustbench_cli.battery import Battery, Entry
+
+    return Battery("t", 1, [Entry("pgd", "pgd", {"steps": 10}), Entry("apgd-ce", "apgd-ce", {"steps": 20}),
+                            Entry("square", "square", {"max_queries": 200}),
+                            Entry("noise", "noise", {"draws": 5}, independent=True)], certify=certify)
+
+
+@pytest.mark.parametrize("threat", ["linf:0.02", "linf:0.06"])
+def test_certificates_change_the_work_not_the_verdicts(threat):
+    """Same per-sample verdicts with and without certificates (per-sample random streams); no attack after the first
+    tries a certified sample; every certified sample is robust; the certified accuracy is at most the robust one."""
+    from robustbench_cli.battery import evaluate
+    from robustbench_cli.threat_model import ThreatModel
+
+    torch.set_num_threads(1)
+    data = _digits()
+    t = _target(_trained_mlp(data))
+    th = ThreatModel.parse(threat)
+    on = evaluate(t, data, [th], _battery(), certify=True).results[0]
+    off = evaluate(t, data, [th], _battery(), certify=False).results[0]
+    assert off.certificate is None and off.certified_accuracy is None
+    assert on.certificate["method"] == "crown" and on.certificate["stopped"] is None
+    assert np.array_equal(on.robust, off.robust) and np.array_equal(on.adv_pred, off.adv_pred)
+    assert on.certified.any()  # not vacuous
+    assert not (on.certified & ~on.robust).any()
+    assert on.certified_accuracy <= on.robust_accuracy
+    for a in on.attacks[1:]:
+        if not a.independent:
+            assert not (a.attempted_mask & on.certified).any()
+    assert on.queries.sum() < off.queries.sum()  # the work the certificates spared
+
+
+def test_linear_model_certified_equals_exact_robust_accuracy():
+    """On an affine model the certificate is exact: certified accuracy, robust accuracy under the attacks and the
+    analytic robust accuracy all agree (the lower and upper bounds meet)."""
+    from robustbench_cli.battery import Battery, Entry, evaluate
+    from robustbench_cli.threat_model import ThreatModel
+
+    torch.set_num_threads(1)
+    data = _digits(200)
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    x, y = torch.as_tensor(data.x), torch.as_tensor(data.y)
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    for _ in range(200):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    eps = 0.1
+    with torch.no_grad():
+        w, b = net[1].weight.double(), net[1].bias.double()
+        lo, hi = (x.double() - eps).clamp(0, 1).flatten(1), (x.double() + eps).clamp(0, 1).flatten(1)
+        worst = torch.full((len(y),), float("inf"), dtype=torch.float64)
+        for j in range(10):
+            d = w[y] - w[j]
+            m = torch.where(d >= 0, lo, hi).mul(d).sum(1) + b[y] - b[j]
+            worst = torch.where(y == j, worst, torch.minimum(worst, m))
+        correct = net(x).argmax(1) == y
+    exact = float((correct & (worst > 0)).double().mean())
+    # PGD alone leaves some breakable samples here (0.81 robust against 0.73 exact): APGD-T's targeted margins
+    # find the rest, and the certificate proves everything else
+    bat = Battery("t", 1, [Entry("pgd", "pgd", {"steps": 10}), Entry("apgd-t", "apgd-t", {"steps": 50, "targets": 9})])
+    res = evaluate(_target(net), data, [ThreatModel.parse(f"linf:{eps}")], bat, certify=True).results[0]
+    assert 0.2 < exact < 0.9  # a meaningful split
+    assert res.robust_accuracy == pytest.approx(exact)
+    # the tolerance for float32 rounding may leave a sample whose margin is within it uncertified, never more
+    assert res.certified_accuracy == pytest.approx(exact, abs=1 / len(y))
+
+
+def test_auto_mode_stops_when_the_bounds_cost_more_than_they_spare(monkeypatch):
+    """The preset's setting certifies a first few samples, then weighs their cost against the attack time the
+    certified ones spare (CERT_SPARES x the first attack's seconds per sample): set to spare nothing, it stops after
+    the first few and attacks the rest. --certify (True) certifies every sample the first attack leaves. The
+    verdicts are the same in both runs."""
+    from robustbench_cli import battery as bat
+    from robustbench_cli.threat_model import ThreatModel
+
+    torch.set_num_threads(1)
+    data = _digits()
+    t = _target(_trained_mlp(data, hidden=64))
+    th = ThreatModel.parse("linf:0.15")  # PGD-10 leaves ~40 samples, the bounds certify a few of them
+    monkeypatch.setattr(bat, "CERT_SPARES", 0)
+    auto = bat.evaluate(t, data, [th], _battery(certify=True)).results[0]
+    left = int(auto.attacks[0].attempted - auto.attacks[0].broken)
+    assert left > bat.CERT_FIRST + bat.CERT_CHUNK
+    c = auto.certificate
+    assert c["attempted"] == bat.CERT_FIRST and "cost more" in c["stopped"]
+    every = bat.evaluate(t, data, [th], _battery(certify=False), certify=True).results[0]
+    assert every.certificate["attempted"] == left and every.certificate["stopped"] is None
+    assert every.certificate["certified"] > 0
+    assert np.array_equal(auto.robust, every.robust) and np.array_equal(auto.adv_pred, every.adv_pred)
+
+
+def test_for_target_refuses_what_it_cannot_certify_and_folds_normalisation():
+    from robustbench_cli.targets.pytorch import TorchTarget
+
+    data = _digits(16)
+    x = torch.as_tensor(data.x)
+
+    class Custom(nn.Module):  # a forward() of its own: the layer order cannot be read off the module
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+
+    cases = [
+        (_target(Custom()), "nn.Sequential"),
+        (_target(nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Tanh(), nn.Linear(10, 10))), "nn.Sequential"),
+        (_target(nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.ReLU())), "Linear layer"),
+        (_target(nn.Sequential(nn.Conv2d(1, 2, 3, groups=1, padding="same"), nn.Flatten(), nn.Linear(128, 10))), "padding"),
+    ]
+    for t, why in cases:
+        cert, reason = B.for_target(t, (1, 8, 8), x, t.scores(x))
+        assert cert is None and why in reason, reason
+    sub = TorchTarget(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), "sub", num_classes=10, device=torch.device("cpu"))
+    sub.__class__ = type("Wrapped", (TorchTarget,), {})
+    assert B.for_target(sub, (1, 8, 8), x, sub.scores(x))[0] is None
+    # --mean/--std: folded into the box, and the chain reproduces the target's logits
+    net = _trained_mlp(_digits(), seed=2)
+    t = _target(net, mean=[0.3], std=[0.4])
+    cert, reason = B.for_target(t, (1, 8, 8), x, t.scores(x))
+    assert cert is not None and cert.mean == pytest.approx([0.3]) and reason == ""
+    # a chain that does not reproduce the target's outputs is refused (the certificate would be about another model)
+    cert, reason = B.for_target(t, (1, 8, 8), x, t.scores(x) + 1.0)
+    assert cert is None and "reproduce" in reason
+
+
+def test_max_pool_nets_get_ibp_and_the_report_says_so(tmp_path):
+    from robustbench_cli.battery import evaluate
+    from robustbench_cli.reports.model import build_report
+    from robustbench_cli.threat_model import ThreatModel
+
+    torch.set_num_threads(1)
+    data = _digits()
+    t = _target(_trained_mlp(data, pool=True))
+    ev = evaluate(t, data, [ThreatModel.parse("linf:0.01"), ThreatModel.parse("l2:0.3")], _battery(), certify=True)
+    linf, l2 = ev.results
+    assert linf.certificate["method"] == "ibp" and "max-pool" in linf.certificate["crown_skipped"]
+    assert linf.certified.any() and not (linf.certified & ~linf.robust).any()
+    assert l2.certificate == {"method": None, "skipped": "certificates cover Linf threats only, not l2"}
+    assert l2.certified_accuracy is None
+    rep = build_report([ev], data=data.describe(), battery=_battery().config(), seed=0, device="cpu")
+    a, b = rep["results"]
+    assert a["certified_accuracy"] == linf.certified_accuracy and a["certificate"]["method"] == "ibp"
+    assert sum(a["samples"]["certified"]) == int(linf.certified.sum())
+    assert b["certified_accuracy"] is None
