@@ -366,3 +366,22 @@ def test_max_pool_nets_get_ibp_and_the_report_says_so(tmp_path):
     assert a["certified_accuracy"] == linf.certified_accuracy and a["certificate"]["method"] == "ibp"
     assert sum(a["samples"]["certified"]) == int(linf.certified.sum())
     assert b["certified_accuracy"] is None
+
+
+def test_a_resumed_scan_keeps_its_certificates(tmp_path):
+    """The state file carries the certified flags and the certificate's record: a resumed run restores them (same
+    record, seconds included: nothing certified twice) and gives the same verdicts."""
+    from robustbench_cli.battery import evaluate
+    from robustbench_cli.state import ScanState
+    from robustbench_cli.threat_model import ThreatModel
+
+    torch.set_num_threads(1)
+    data = _digits()
+    t = _target(_trained_mlp(data))
+    th = ThreatModel.parse("linf:0.05")
+    path, fp = tmp_path / "r.state.npz", {"seed": 0}
+    first = evaluate(t, data, [th], _battery(), certify=True, state=ScanState(path, fp, resume=False)).results[0]
+    assert first.certified.any() and path.is_file()
+    again = evaluate(t, data, [th], _battery(), certify=True, state=ScanState(path, fp, resume=True)).results[0]
+    assert again.certificate == first.certificate
+    assert np.array_equal(again.certified, first.certified) and np.array_equal(again.robust, first.robust)
