@@ -145,6 +145,14 @@ def check(r: ThreatResult) -> list[dict]:
                       "(gradient masking, a wrong loss, or too small a budget)"))
             out.append({"check": "noise-vs-attack", "attack": a.label, "baseline": noise.label, "passed": passed,
                         "message": msg})
+    if r.certified is not None and r.certificate and r.certificate.get("method"):
+        # the attacks after the certificates skip certified samples; the noise yardstick still draws on them
+        bad = int((r.certified & ~r.robust & r.eligible).sum())
+        out.append({"check": "certificate-sound", "passed": bad == 0, "message": (
+            f"{int(r.certified.sum())} samples certified ({r.certificate['method']}); none was broken by the attacks "
+            "that still ran on them" if bad == 0 else
+            f"{bad} certified samples were broken by a verified attack: the certificate is wrong for this model (a "
+            "bug, please report it); rerun with --no-certify, whose numbers do not rely on it")})
     return out
 
 

@@ -385,3 +385,27 @@ def test_a_resumed_scan_keeps_its_certificates(tmp_path):
     again = evaluate(t, data, [th], _battery(), certify=True, state=ScanState(path, fp, resume=True)).results[0]
     assert again.certificate == first.certificate
     assert np.array_equal(again.certified, first.certified) and np.array_equal(again.robust, first.robust)
+
+
+def test_a_wrong_certificate_is_flagged_by_the_noise_yardstick(monkeypatch):
+    """Plant a certifier that claims every sample: the later attacks skip them, but the noise yardstick still draws
+    on every clean-correct sample, its breaks count, and the certificate-sound check fails and says what to do."""
+    from robustbench_cli import diagnostics
+    from robustbench_cli.battery import Battery, Entry, evaluate
+    from robustbench_cli.threat_model import ThreatModel
+
+    torch.set_num_threads(1)
+    data = _digits()
+    t = _target(_trained_mlp(data))
+    monkeypatch.setattr(B.Certifier, "certify", lambda self, x, y, eps, reach, z: (
+        torch.ones(len(x), dtype=torch.bool), torch.zeros(len(x), dtype=torch.float64)))
+    # a first attack that breaks almost nothing (2 queries of Square), then PGD, then 20 noise draws
+    bat = Battery("t", 1, [Entry("square", "square", {"max_queries": 2}), Entry("pgd", "pgd", {"steps": 10}),
+                           Entry("noise", "noise", {"draws": 20}, independent=True)], certify=True)
+    th = ThreatModel.parse("linf:0.25")
+    res = evaluate(t, data, [th], bat).results[0]
+    assert (res.certified & ~res.robust).any()  # noise broke "certified" samples, and the result says so
+    (finding,) = [d for d in diagnostics.check(res) if d["check"] == "certificate-sound"]
+    assert not finding["passed"] and "--no-certify" in finding["message"]
+    honest = evaluate(t, data, [th], bat, certify=False).results[0]
+    assert res.robust_accuracy > honest.robust_accuracy  # why a wrong certificate is the worst bug: it hides breaks
