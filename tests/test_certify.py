@@ -409,3 +409,35 @@ def test_a_wrong_certificate_is_flagged_by_the_noise_yardstick(monkeypatch):
     assert not finding["passed"] and "--no-certify" in finding["message"]
     honest = evaluate(t, data, [th], bat, certify=False).results[0]
     assert res.robust_accuracy > honest.robust_accuracy  # why a wrong certificate is the worst bug: it hides breaks
+
+
+def test_cli_certify_shows_the_lower_bound_and_says_why_not(tmp_path, run_cli):
+    """--certify on a file.py:factory Sequential net: a `certified` column and the report's fields; on an ONNX black
+    box the same flag gives a report without certificates and one line saying why."""
+    import json
+
+    torch.set_num_threads(1)
+    data = _digits()
+    net = _trained_mlp(data)
+    (tmp_path / "arch.py").write_text(
+        "from torch import nn\n\n\ndef make():\n    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), "
+        "nn.Flatten(), nn.Linear(256, 32), nn.ReLU(), nn.Linear(32, 10))\n")
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    out = tmp_path / "r.json"
+    res = run_cli("scan", f"{tmp_path / 'arch.py'}:make", "--weights", tmp_path / "w.pt", "--data", "digits",
+                  "--n", "60", "--eps", "0.03", "--attacks", "pgd,square", "--certify", "-o", out)
+    assert res.exit_code == 0, res.output
+    assert "certified" in res.stdout
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["certificate"]["method"] == "crown" and r["certified_accuracy"] > 0
+    assert r["certified_accuracy"] <= r["robust_accuracy"]
+    assert sum(r["samples"]["certified"]) == r["certificate"]["certified"]
+    onnx = tmp_path / "m.onnx"
+    torch.onnx.export(net, torch.zeros(1, 1, 8, 8), str(onnx), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
+    res = run_cli("scan", onnx, "--data", "digits", "--n", "20", "--eps", "0.03", "--attacks", "square",
+                  "--certify", "-o", tmp_path / "b.json")
+    assert res.exit_code == 0, res.output
+    assert "certificate on" in res.stdout and "plain PyTorch module" in res.stdout
+    (r,) = json.loads((tmp_path / "b.json").read_text())["results"]
+    assert r["certified_accuracy"] is None and r["certificate"]["method"] is None
