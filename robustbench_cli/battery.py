@@ -566,8 +566,10 @@ def _certify(res: ThreatResult, built: tuple, threat: ThreatModel, x_all: torch.
             break
         spent = time.perf_counter() - t0
         if first_cost is not None and done and int(res.certified.sum()) * CERT_SPARES * first_cost < spent:
-            stopped = (f"stopped after {done} samples ({int(res.certified.sum())} certified in {spent:.1f} s): the "
-                       "bounds cost more than the attacks they spare; the rest were attacked")
+            got = int(res.certified.sum())
+            stopped = (f"stopped after {done} samples ({got} certified in {spent:.1f} s): "
+                       + ("the bounds cost more than the attacks they spare" if got else "the bounds prove none here")
+                       + "; the rest were attacked (--certify certifies them all)")
             break
         idx = rows[b:e]
         reach = None
