@@ -287,11 +287,10 @@ def test_linear_model_certified_equals_exact_robust_accuracy():
     assert res.certified_accuracy == pytest.approx(exact, abs=1 / len(y))
 
 
-def test_auto_mode_stops_when_the_bounds_cost_more_than_they_spare(monkeypatch):
-    """The preset's setting certifies a first few samples, then weighs their cost against the attack time the
-    certified ones spare (CERT_SPARES x the first attack's seconds per sample): set to spare nothing, it stops after
-    the first few and attacks the rest. --certify (True) certifies every sample the first attack leaves. The
-    verdicts are the same in both runs."""
+def test_auto_mode_stops_where_the_bounds_prove_too_little(monkeypatch):
+    """The preset's setting certifies a first few samples and goes on only while at least CERT_MIN_SHARE of those
+    tried are certified: asked for more than it can get, it stops after the first few and attacks the rest.
+    --certify (True) certifies every sample the first attack leaves. Same verdicts in both runs."""
     from robustbench_cli import battery as bat
     from robustbench_cli.threat_model import ThreatModel
 
@@ -299,7 +298,7 @@ def test_auto_mode_stops_when_the_bounds_cost_more_than_they_spare(monkeypatch):
     data = _digits()
     t = _target(_trained_mlp(data, hidden=64))
     th = ThreatModel.parse("linf:0.15")  # PGD-10 leaves ~40 samples, the bounds certify a few of them
-    monkeypatch.setattr(bat, "CERT_SPARES", 0)
+    monkeypatch.setattr(bat, "CERT_MIN_SHARE", 1.01)
     auto = bat.evaluate(t, data, [th], _battery(certify=True)).results[0]
     left = int(auto.attacks[0].attempted - auto.attacks[0].broken)
     assert left > bat.CERT_FIRST + bat.CERT_CHUNK
@@ -309,6 +308,9 @@ def test_auto_mode_stops_when_the_bounds_cost_more_than_they_spare(monkeypatch):
     assert every.certificate["attempted"] == left and every.certificate["stopped"] is None
     assert every.certificate["certified"] > 0
     assert np.array_equal(auto.robust, every.robust) and np.array_equal(auto.adv_pred, every.adv_pred)
+    monkeypatch.setattr(bat, "CERT_MIN_SHARE", 0.0)  # never stops: the same as --certify
+    goes_on = bat.evaluate(t, data, [th], _battery(certify=True)).results[0].certificate
+    assert {**goes_on, "seconds": 0} == {**every.certificate, "seconds": 0}
 
 
 def test_for_target_refuses_what_it_cannot_certify_and_folds_normalisation():
@@ -441,3 +443,58 @@ def test_cli_certify_shows_the_lower_bound_and_says_why_not(tmp_path, run_cli):
     assert "certificate on" in res.stdout and "plain PyTorch module" in res.stdout
     (r,) = json.loads((tmp_path / "b.json").read_text())["results"]
     assert r["certified_accuracy"] is None and r["certificate"]["method"] is None
+
+
+def test_square_restarts_only_add_breaks_and_keep_to_the_budget():
+    """Restart r > 0 searches again from a fresh start and its own stream, only for samples not yet broken: every
+    sample the first search broke is broken the same way (same queries), more may be, and no sample spends more
+    than the budget."""
+    from robustbench_cli.attacks import create
+    from robustbench_cli.attacks.base import Goal
+    from robustbench_cli.attacks.rng import SampleRng
+    from robustbench_cli.targets.base import Oracle
+    from robustbench_cli.threat_model import ThreatModel
+
+    torch.set_num_threads(1)
+    data = _digits()
+    t = _target(_trained_mlp(data))
+    x, y = torch.as_tensor(data.x), torch.as_tensor(data.y)
+    th = ThreatModel.parse("linf:0.15")
+    out = {}
+    for k in (1, 3):
+        o = Oracle(t, len(x), budget=250)
+        adv = create("square", max_queries=100, restarts=k).run(o, x, Goal(y, False), th,
+                                                               SampleRng(0, "sq", data.ids))
+        broken = t.scores(th.project(adv, x, t.bounds)).argmax(1) != y
+        out[k] = (broken, o.used.clone())
+        assert int(o.used.max()) <= 250
+    (b1, q1), (b3, q3) = out[1], out[3]
+    assert bool((b3 | ~b1).all()) and int(b3.sum()) > int(b1.sum())
+    assert torch.equal(q3[b1], q1[b1]) and bool((q3[~b1] > q1[~b1]).all())
+    assert create("square", restarts=3).config()["restarts"] == 3 and "restarts" not in create("square").config()
+
+
+def test_the_undecided_entry_spends_only_what_the_certificates_spared():
+    """standard's square-undecided runs on the samples neither broken nor certified, when there are certificates and
+    its work (undecided x restarts) is at most the certified count; otherwise it is skipped with the reason."""
+    from robustbench_cli.battery import Battery, Entry, evaluate
+    from robustbench_cli.threat_model import ThreatModel
+
+    torch.set_num_threads(1)
+    data = _digits()
+    t = _target(_trained_mlp(data))
+    extra = Entry("square-undecided", "square", {"max_queries": 100, "restarts": 3}, undecided=True)
+
+    def run(eps, certify):
+        bat = Battery("t", 1, [Entry("pgd", "pgd", {"steps": 5}), extra], certify=True)
+        res = evaluate(t, data, [ThreatModel.parse(f"linf:{eps}")], bat, certify=certify).results[0]
+        return res, res.attacks[1]
+
+    res, a = run(0.09, False)
+    assert a.skipped == "runs only where certificates ran, on the samples they leave undecided"
+    res, a = run(0.09, True)  # most of what PGD leaves is certified (98 of 107): the rest is searched again
+    undecided = a.attempted_mask
+    assert a.skipped is None and a.attempted > 0
+    assert not (undecided & res.certified).any() and a.attempted * 3 <= int(res.certified.sum())
+    res, a = run(0.11, True)  # 50 certified, 33 undecided: more undecided work than they spared
+    assert a.skipped and "more work than the certificates spared" in a.skipped and a.attempted == 0

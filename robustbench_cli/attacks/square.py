@@ -29,6 +29,7 @@ import torch
 
 from robustbench_cli.attacks.base import Attack, register
 from robustbench_cli.attacks.losses import get_loss
+from robustbench_cli.attacks.rng import SampleRng
 from robustbench_cli.targets.base import Capability
 from robustbench_cli.threat_model import Norm
 
@@ -84,15 +85,22 @@ class Square(Attack):
     requires = Capability.SCORES
     summary = "random search over square windows, scores only (Andriushchenko et al. 2020)"
 
-    def __init__(self, *, max_queries: int = 5000, p_init: float | None = None, loss: str = "margin"):
+    def __init__(self, *, max_queries: int = 5000, p_init: float | None = None, loss: str = "margin",
+                 restarts: int = 1):
         if max_queries < 2:
             raise ValueError("max_queries must be >= 2")
+        if restarts < 1:
+            raise ValueError("restarts must be >= 1")
         if p_init is not None and not 0 < p_init <= 1:
             raise ValueError("p_init must be in (0, 1]")
         get_loss(loss)
         self.max_queries = max_queries
         self.p_init = p_init
         self.loss = loss
+        self._restarts = restarts  # recorded in config() only when > 1 (older reports stay comparable)
+
+    def config(self) -> dict:
+        return {**super().config(), **({"restarts": self._restarts} if self._restarts > 1 else {})}
 
     def _p_init(self, norm: Norm) -> float:
         if self.p_init is not None:
@@ -110,23 +118,44 @@ class Square(Attack):
         rows_all = torch.arange(n)
         linf = threat.norm is Norm.LINF
 
-        start = oracle.remaining().clamp(max=self.max_queries)
-        n_iters = int(start.max()) - 1 if n else 0
-        if linf:
-            x_best = self._init_linf(x0, eps, rng, lo, hi)
-        else:
-            x_best = self._init_l2(x0, eps, rng, lo, hi)
-        z = oracle.logits(x_best.reshape(shape), rows_all).to(dev)
-        best = loss_fn(z, goal)
-        found = goal.reached(z.argmax(dim=1)) & torch.isfinite(z).all(dim=1)
-        best = torch.where(torch.isfinite(best), best, torch.full_like(best, -math.inf))
-
+        init = self._init_linf if linf else self._init_l2
         width = (2 + 4 * c) if linf else (5 + c)
-        pool = _Pool(rng, n, width)
         p_init = self._p_init(threat.norm)
         ar_h, ar_w = torch.arange(h, device=dev), torch.arange(w, device=dev)
+        found = torch.zeros(n, dtype=torch.bool, device=dev)
+        keep_x, keep = x0.clone(), torch.full((n,), -math.inf, device=dev)  # the best point over the restarts
+        for r in range(self._restarts):
+            # a restart searches again, from a fresh start and its own random stream, for the samples not yet done
+            rng_r = rng if r == 0 else SampleRng(rng.seed, f"{rng.stream}/restart{r}", rng.ids, rng.device)
+            rows = ((~found).cpu() & (oracle.remaining() >= 2)).nonzero().squeeze(1) if r else rows_all
+            if not len(rows):
+                break
+            start = oracle.remaining(rows).clamp(max=self.max_queries)
+            n_iters = int(start.max()) - 1
+            x_best = init(x0, eps, rng_r, lo, hi)
+            rows_d = rows.to(dev)
+            z = oracle.logits(x_best[rows_d].reshape(len(rows), *shape[1:]), rows).to(dev)
+            best = torch.full((n,), -math.inf, device=dev)
+            g = goal.subset(rows_d)
+            loss = loss_fn(z, g)
+            best[rows_d] = torch.where(torch.isfinite(loss), loss, torch.full_like(loss, -math.inf))
+            found[rows_d] |= g.reached(z.argmax(dim=1)) & torch.isfinite(z).all(dim=1)
+            in_round = torch.zeros(n, dtype=torch.bool)
+            in_round[rows] = True
+            self._search(oracle, x0, x_best, best, found, in_round, goal, loss_fn, _Pool(rng_r, n, width), p_init,
+                         n_iters, shape, eps, lo, hi, linf, ar_h, ar_w)
+            better = ((best > keep) | found) & in_round.to(dev)
+            keep_x[better], keep[better] = x_best[better], best[better]
+        return keep_x.reshape(shape)
+
+    def _search(self, oracle, x0, x_best, best, found, in_round, goal, loss_fn, pool, p_init, n_iters, shape, eps,
+                lo, hi, linf, ar_h, ar_w) -> None:
+        """One random search: improve ``x_best``/``best`` in place for the rows ``in_round`` until each is found
+        (``found``, in place) or out of iterations or budget."""
+        c, h, w = x0.shape[1:]
+        dev = x0.device
         for it in range(n_iters):
-            act = ((~found).cpu() & (oracle.remaining() >= 1)).nonzero().squeeze(1)
+            act = (in_round & (~found).cpu() & (oracle.remaining() >= 1)).nonzero().squeeze(1)
             if not len(act):
                 break
             u = pool.take(it, act).to(dev)
@@ -149,7 +178,6 @@ class Square(Attack):
                 x_best[idx] = x_new[better]
                 best[idx] = loss[better]
             found[act_d] |= reached
-        return x_best.reshape(shape)
 
     # --- geometry -------------------------------------------------------------------------------
     @staticmethod
