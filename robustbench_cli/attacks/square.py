@@ -12,6 +12,10 @@ L2). The window's share ``p`` of the image follows the paper's schedule: ``p_ini
 Loss: the margin (best other class minus the goal class, on logits, or on log-probabilities when the model returns
 probabilities); ``ce`` for cross-entropy. A sample stops as soon as a query shows its goal reached.
 
+``restarts=k`` runs the search k times, each from a fresh start and its own random stream (``<stream>/restart<r>``),
+the later ones only for samples not yet broken, each with up to ``max_queries`` more; the best point over the
+searches is returned.
+
 Defaults: ``max_queries=5000`` per sample (the harness's ``--queries`` caps it further), ``p_init=0.3`` for Linf
 (measured on MNIST: fewer queries per success than 0.8 at about the same success rate; see benchmarks/) and ``0.8``
 for L2 (the paper's setting; 0.1 and 0.3 broke fewer samples in 1,000 queries on the embedded MNIST CNN).
