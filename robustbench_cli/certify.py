@@ -362,18 +362,20 @@ def for_target(target, sample_shape: tuple[int, ...], probe: torch.Tensor | None
             return None, "--mean/--std with flat inputs is not covered"
     try:
         cert = Certifier(layers, tuple(sample_shape), mean, std, target.bounds)
+        if probe is not None and len(probe):
+            with torch.no_grad():
+                h = probe.detach().cpu().double()
+                if mean is not None:
+                    h = (h - torch.tensor(mean, dtype=torch.float64).view(1, -1, 1, 1)) / torch.tensor(
+                        std, dtype=torch.float64).view(1, -1, 1, 1)
+                for layer in cert.layers:
+                    h = layer(h)
+                z = probe_scores.detach().cpu().double()
+            if h.shape != z.shape or not bool(((h - z).abs() <= 1e-4 * (1 + z.abs())).all()):
+                return None, "the layer chain does not reproduce the model's outputs (not certified)"
     except NotImplementedError as e:
         return None, str(e)
-    if probe is not None and len(probe):
-        with torch.no_grad():
-            h = probe.detach().cpu().double()
-            if mean is not None:
-                h = (h - torch.tensor(mean, dtype=torch.float64).view(1, -1, 1, 1)) / torch.tensor(
-                    std, dtype=torch.float64).view(1, -1, 1, 1)
-            for layer in cert.layers:
-                h = layer(h)
-            z = probe_scores.detach().cpu().double()
-        if h.shape != z.shape or not bool(((h - z).abs() <= 1e-4 * (1 + z.abs())).all()):
-            return None, "the layer chain does not reproduce the model's outputs (not certified)"
+    except (RuntimeError, ValueError) as e:  # shapes the chain cannot take: no certificate, the attacks still run
+        return None, f"the layer chain cannot be bounded ({str(e).strip().splitlines()[0][:120]})"
     return cert, ""
 
