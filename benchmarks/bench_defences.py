@@ -9,7 +9,7 @@ a single image of the MNIST test set in ``../shared/data/mnist``, on which every
 
 In one process, on the first ``--n`` MNIST test images, at Linf ``--eps`` (0.3):
 
-* **zoo**: per checkpoint, clean and robust accuracy under ``standard@1`` (APGD-CE, APGD-T over 9 targets, FMN,
+* **zoo**: per checkpoint, clean and robust accuracy under ``standard`` (``standard@1`` in the recorded run) (APGD-CE, APGD-T over 9 targets, FMN,
   Square 5,000, every candidate re-verified by the harness), the attack's wall time, and the card's training time.
 * **AutoAttack cross-check** (``pyautoattack``, version standard) on the first ``--aa-n`` of those images, per
   checkpoint: its robust accuracy, and per image how many robust leaves robust but AutoAttack breaks (should be 0)
