@@ -359,7 +359,7 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 try:
                     flags, margin = fn(layers, x, y, eps, m.mean, m.std)
-                except NotImplementedError as e:
+                except certify.UnsupportedNet as e:
                     cert[method] = {"skipped": str(e)}
                     continue
                 flags = flags.numpy()

@@ -34,6 +34,11 @@ import torch.nn.functional as F
 from torch import nn
 
 AFFINE = (nn.Conv2d, nn.Linear)
+
+
+class UnsupportedNet(ValueError):
+    """The bounds do not cover this net (a layer type, an order of layers, a size): no certificate, say why."""
+
 MAX_DENSE = 25_000_000  # entries of one dense hidden layer for CROWN (200 MB in float64)
 
 
@@ -84,10 +89,10 @@ def _margins_ok(low: torch.Tensor, y: torch.Tensor, reach: torch.Tensor | None =
 
 def _check_layers(layers: list[nn.Module]) -> None:
     if not layers or not isinstance(layers[-1], nn.Linear):
-        raise NotImplementedError("the last layer must be nn.Linear (the logits)")
+        raise UnsupportedNet("the last layer must be nn.Linear (the logits)")
     for layer in layers:
         if not isinstance(layer, (*AFFINE, nn.ReLU, nn.MaxPool2d, nn.Flatten)):
-            raise NotImplementedError(f"no bound propagation for {type(layer).__name__}")
+            raise UnsupportedNet(f"no bound propagation for {type(layer).__name__}")
 
 
 @torch.no_grad()
@@ -126,17 +131,17 @@ class _Chain:
         probe = torch.zeros(1, *shape, dtype=torch.float64)
         for layer in layers:
             if isinstance(layer, nn.MaxPool2d):
-                raise NotImplementedError("CROWN here covers Conv/Linear/ReLU nets; max-pool is not relaxed")
+                raise UnsupportedNet("CROWN here covers Conv/Linear/ReLU nets; max-pool is not relaxed")
             if isinstance(layer, nn.Flatten):
                 probe = probe.flatten(1)
                 continue
             if isinstance(layer, nn.ReLU):
                 if pending_relu or not self.affine:
-                    raise NotImplementedError("expected affine and ReLU layers in alternation")
+                    raise UnsupportedNet("expected affine and ReLU layers in alternation")
                 pending_relu = True
                 continue
             if self.affine and not pending_relu:
-                raise NotImplementedError("two affine layers without a ReLU between them")
+                raise UnsupportedNet("two affine layers without a ReLU between them")
             self.in_shape.append(tuple(probe.shape[1:]))
             probe = _affine_interval(layer, probe, probe)[0]
             self.out_shape.append(tuple(probe.shape[1:]))
@@ -145,7 +150,7 @@ class _Chain:
         for i in range(1, len(self.affine)):  # rows() keeps each hidden layer as a dense float64 matrix
             size = int(torch.tensor(self.in_shape[i]).prod()) * int(torch.tensor(self.out_shape[i]).prod())
             if size > MAX_DENSE:
-                raise NotImplementedError(f"layer {i + 1} is too large for CROWN here ({size:,} weights dense)")
+                raise UnsupportedNet(f"layer {i + 1} is too large for CROWN here ({size:,} weights dense)")
 
     def rows(self, i: int, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The weight rows (over A_i's input) and biases of A_i's outputs ``idx``: the first backward step from
@@ -230,7 +235,7 @@ def crown_certify(layers: list[nn.Module], x: torch.Tensor, y: torch.Tensor, eps
                   reach=None, bounds=(0.0, 1.0), tol=0.0, chain: _Chain | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """CROWN: (certified flags, smallest margin lower bound) per sample; one sample at a time (its relaxation is
-    its own). Raises NotImplementedError for layers it does not relax (max-pool). ``chain``: the net's
+    its own). Raises UnsupportedNet for layers it does not relax (max-pool). ``chain``: the net's
     :class:`_Chain`, built once by a caller that certifies many batches."""
     chain = chain if chain is not None else _Chain(layers, tuple(x.shape[1:]))
     y = torch.as_tensor(y, dtype=torch.long)
@@ -307,7 +312,7 @@ class Certifier:
         try:
             self.chain: _Chain | None = _Chain(layers, sample_shape)
             self.method = "crown"
-        except NotImplementedError as e:
+        except UnsupportedNet as e:
             self.chain, self.method, self.crown_skipped = None, "ibp", str(e)
 
     def certify(self, x: torch.Tensor, y: torch.Tensor, eps: float, reach: torch.Tensor | None,
@@ -373,7 +378,7 @@ def for_target(target, sample_shape: tuple[int, ...], probe: torch.Tensor | None
                 z = probe_scores.detach().cpu().double()
             if h.shape != z.shape or not bool(((h - z).abs() <= 1e-4 * (1 + z.abs())).all()):
                 return None, "the layer chain does not reproduce the model's outputs (not certified)"
-    except NotImplementedError as e:
+    except UnsupportedNet as e:
         return None, str(e)
     except (RuntimeError, ValueError) as e:  # shapes the chain cannot take: no certificate, the attacks still run
         return None, f"the layer chain cannot be bounded ({str(e).strip().splitlines()[0][:120]})"
