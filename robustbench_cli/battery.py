@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,6 +288,27 @@ def choose_goal(spec: str | None, labels: np.ndarray, clean_scores: torch.Tensor
 Progress = Callable[[str, int, int], None]
 
 
+def _hold_ctrl_c(hold: bool) -> None:
+    """Hold (block) or let through SIGINT in the main thread, where POSIX allows: the harness holds it while it
+    records a batch, so that Ctrl-C stops the scan between batches or inside an attack, never half-way through the
+    books (which would lose the target's evaluation)."""
+    if _CAN_HOLD and threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK if hold else signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _release_ctrl_c() -> bool:
+    """Let SIGINT through again; True when one was held (it raises here, and is taken as the stop)."""
+    try:
+        _hold_ctrl_c(False)
+        signal.getsignal(signal.SIGINT)  # a call: the interpreter runs a pending handler here, inside the try
+        return False
+    except KeyboardInterrupt:
+        return True
+
+
+_CAN_HOLD = hasattr(signal, "pthread_sigmask")
+
+
 def _verify(oracle: Oracle, target: Target, threat: ThreatModel, cand: torch.Tensor, x0: torch.Tensor,
             goal: Goal, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Project candidates into the threat model, re-query the target, and judge them. Never trust the attack."""
@@ -444,70 +467,76 @@ def evaluate(
             a0 = time.perf_counter()
             done = int(outcome.done_mask.sum())
             b, bs = 0, batch_size
-            while b < len(todo):
-                if out.stopped is None and deadline is not None and time.monotonic() > deadline:
-                    out.stopped = "time budget spent"
-                if out.stopped is not None:
-                    break
-                idx = todo[b : b + bs]
-                idx_t = torch.as_tensor(idx, device=device)
-                x0 = x_all[idx_t]
-                goal = goal_all.subset(idx_t)
-                # one query of each sample's budget is kept back for the harness's verification (two for a
-                # minimum-norm attack, whose candidate beyond epsilon is verified as it is, too)
-                held = 2 if attack.minimum_norm else 1
-                oracle = _attack_oracle(target, len(idx), goal, None if queries is None else max(queries - held, 0))
-                rng = SampleRng(seed, f"{threat.name}/{entry.label}", data.ids[idx], device)
-                try:
-                    cand = attack.run(oracle, x0, goal, threat, rng)
-                    if queries is not None:
-                        oracle.budget = queries
-                    raw = cand
-                    success, pred, cand = _verify(oracle, target, threat, cand, x0, goal, torch.arange(len(idx)))
-                except KeyboardInterrupt:  # Ctrl-C: this batch is lost, everything before it is kept
-                    out.stopped = "interrupted"
-                    break
-                except torch.OutOfMemoryError:
-                    # Out of (GPU) memory: retry the same samples in half the batch. Per-sample random streams make
-                    # the result the same as with the smaller --batch-size; the failed attempt produced nothing and
-                    # its model calls are not in the ledger.
-                    if len(idx) == 1:
-                        raise TargetError(f"{target.name}: out of memory attacking a single sample with {entry.label}; "
-                                          "use a smaller model or another device") from None
-                    bs = max(1, len(idx) // 2)
-                    out.oom_retries += 1
-                    if torch.cuda.is_available():
-                        torch.cuda.empty_cache()
-                    continue
-                b += len(idx)
-                hit = success.cpu().numpy()
-                dist = threat.distance(cand, x0).cpu().numpy()
-                found = np.where(hit, dist, np.nan)
-                if attack.minimum_norm:
-                    found = np.fmin(found, _verify_beyond(oracle, target, threat, raw, x0, goal, hit))
-                res.min_distance[idx] = np.fmin(res.min_distance[idx], found)
-                used = oracle.used.numpy()
-                outcome.broken_mask[idx[hit]] = True
-                new = hit & res.robust[idx]  # first verified break of the sample
-                broke = idx[new]
-                res.robust[broke] = False
-                res.adv_pred[broke] = pred.cpu().numpy()[new]
-                res.distance[broke] = dist[new]
-                res.queries_at_break[broke] = res.queries[broke] + used[new]
-                for i in broke:
-                    res.broken_by[i] = entry.label
-                if res.adversarial is not None:
-                    res.adversarial[broke] = cand.detach().cpu().numpy()[new]
-                outcome.broken += int(hit.sum())
-                if getattr(target, "rejects", None) is not None:  # candidates that fooled the classifier but were flagged
-                    outcome.detected = (outcome.detected or 0) + int((goal.reached(pred) & ~success).sum())
-                outcome.queries[idx] = used
-                outcome.done_mask[idx] = True
-                done += len(idx)
-                if state is not None:
-                    _record(state, unit, res, runnable, j, outcome, prev_seconds + time.perf_counter() - a0)
-                if progress:
-                    progress(f"{target.name} {threat.name} {entry.label}", done, outcome.attempted)
+            try:
+                while b < len(todo):
+                    if out.stopped is None and deadline is not None and time.monotonic() > deadline:
+                        out.stopped = "time budget spent"
+                    if out.stopped is not None:
+                        break
+                    idx = todo[b : b + bs]
+                    idx_t = torch.as_tensor(idx, device=device)
+                    x0 = x_all[idx_t]
+                    goal = goal_all.subset(idx_t)
+                    # one query of each sample's budget is kept back for the harness's verification (two for a
+                    # minimum-norm attack, whose candidate beyond epsilon is verified as it is, too)
+                    held = 2 if attack.minimum_norm else 1
+                    oracle = _attack_oracle(target, len(idx), goal, None if queries is None else max(queries - held, 0))
+                    rng = SampleRng(seed, f"{threat.name}/{entry.label}", data.ids[idx], device)
+                    try:
+                        _hold_ctrl_c(False)  # a Ctrl-C held during the last batch's bookkeeping lands here
+                        cand = attack.run(oracle, x0, goal, threat, rng)
+                        if queries is not None:
+                            oracle.budget = queries
+                        raw = cand
+                        success, pred, cand = _verify(oracle, target, threat, cand, x0, goal, torch.arange(len(idx)))
+                        _hold_ctrl_c(True)  # the batch's results are recorded whole; a Ctrl-C now waits its turn
+                    except KeyboardInterrupt:  # Ctrl-C: this batch is lost, everything before it is kept
+                        out.stopped = "interrupted"
+                        break
+                    except torch.OutOfMemoryError:
+                        # Out of (GPU) memory: retry the same samples in half the batch. Per-sample random streams make
+                        # the result the same as with the smaller --batch-size; the failed attempt produced nothing and
+                        # its model calls are not in the ledger.
+                        if len(idx) == 1:
+                            raise TargetError(f"{target.name}: out of memory attacking a single sample with {entry.label}; "
+                                              "use a smaller model or another device") from None
+                        bs = max(1, len(idx) // 2)
+                        out.oom_retries += 1
+                        if torch.cuda.is_available():
+                            torch.cuda.empty_cache()
+                        continue
+                    b += len(idx)
+                    hit = success.cpu().numpy()
+                    dist = threat.distance(cand, x0).cpu().numpy()
+                    found = np.where(hit, dist, np.nan)
+                    if attack.minimum_norm:
+                        found = np.fmin(found, _verify_beyond(oracle, target, threat, raw, x0, goal, hit))
+                    res.min_distance[idx] = np.fmin(res.min_distance[idx], found)
+                    used = oracle.used.numpy()
+                    outcome.broken_mask[idx[hit]] = True
+                    new = hit & res.robust[idx]  # first verified break of the sample
+                    broke = idx[new]
+                    res.robust[broke] = False
+                    res.adv_pred[broke] = pred.cpu().numpy()[new]
+                    res.distance[broke] = dist[new]
+                    res.queries_at_break[broke] = res.queries[broke] + used[new]
+                    for i in broke:
+                        res.broken_by[i] = entry.label
+                    if res.adversarial is not None:
+                        res.adversarial[broke] = cand.detach().cpu().numpy()[new]
+                    outcome.broken += int(hit.sum())
+                    if getattr(target, "rejects", None) is not None:  # candidates that fooled the classifier but were flagged
+                        outcome.detected = (outcome.detected or 0) + int((goal.reached(pred) & ~success).sum())
+                    outcome.queries[idx] = used
+                    outcome.done_mask[idx] = True
+                    done += len(idx)
+                    if state is not None:
+                        _record(state, unit, res, runnable, j, outcome, prev_seconds + time.perf_counter() - a0)
+                    if progress:
+                        progress(f"{target.name} {threat.name} {entry.label}", done, outcome.attempted)
+            finally:  # never leave Ctrl-C held; one that was held stops the scan here
+                if _release_ctrl_c():
+                    out.stopped = out.stopped or "interrupted"
             outcome.seconds = prev_seconds + time.perf_counter() - a0
             if not finished_before:
                 res.queries += outcome.queries
