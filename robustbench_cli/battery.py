@@ -288,25 +288,40 @@ def choose_goal(spec: str | None, labels: np.ndarray, clean_scores: torch.Tensor
 Progress = Callable[[str, int, int], None]
 
 
+_CTRL_C = {"held": False, "pending": False}
+
+
+def _on_ctrl_c(signum, frame) -> None:
+    """SIGINT: Python's own behaviour (KeyboardInterrupt) unless the harness is recording a batch; then it is noted
+    and raised when the recording is done. Python runs signal handlers in the main thread whichever thread the
+    signal reached, so this holds where a signal mask would not (another thread may take a masked signal)."""
+    if _CTRL_C["held"]:
+        _CTRL_C["pending"] = True
+        return
+    raise KeyboardInterrupt
+
+
 def _hold_ctrl_c(hold: bool) -> None:
-    """Hold (block) or let through SIGINT in the main thread, where POSIX allows: the harness holds it while it
-    records a batch, so that Ctrl-C stops the scan between batches or inside an attack, never half-way through the
-    books (which would lose the target's evaluation)."""
-    if _CAN_HOLD and threading.current_thread() is threading.main_thread():
-        signal.pthread_sigmask(signal.SIG_BLOCK if hold else signal.SIG_UNBLOCK, {signal.SIGINT})
+    """Hold Ctrl-C while the harness records a batch, so that it stops the scan between batches or inside an attack,
+    never half-way through the books (which would lose the target's evaluation). Letting go raises a held one."""
+    if hold and threading.current_thread() is threading.main_thread() \
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_ctrl_c)  # the same as the default whenever nothing is held
+    _CTRL_C["held"] = hold
+    if not hold and _CTRL_C["pending"]:
+        _CTRL_C["pending"] = False
+        raise KeyboardInterrupt
 
 
 def _release_ctrl_c() -> bool:
-    """Let SIGINT through again; True when one was held (it raises here, and is taken as the stop)."""
+    """Let Ctrl-C through again; True when one was held (taken as the stop)."""
     try:
         _hold_ctrl_c(False)
-        signal.getsignal(signal.SIGINT)  # a call: the interpreter runs a pending handler here, inside the try
         return False
     except KeyboardInterrupt:
         return True
 
 
-_CAN_HOLD = hasattr(signal, "pthread_sigmask")
 
 
 def _verify(oracle: Oracle, target: Target, threat: ThreatModel, cand: torch.Tensor, x0: torch.Tensor,
