@@ -54,8 +54,11 @@ def _start_and_stop(tmp: Path, sig: int) -> subprocess.CompletedProcess:
     """Start the slow scan in a subprocess, stop it with ``sig`` once some (not all) samples are done."""
     report = tmp / "r.json"
     state = tmp / "r.json.state.npz"
+    # a job started in the background by a non-interactive shell inherits SIGINT ignored (and so would the scan):
+    # give the scan the terminal's default, as a user's Ctrl-C finds it
     proc = subprocess.Popen([sys.executable, "-m", "robustbench_cli", "scan", *SLOW, "-o", str(report)], cwd=tmp,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     try:
         while time.monotonic() < deadline and proc.poll() is None:
