@@ -58,6 +58,10 @@ class ThreatResult:
     # None when no certificate ran. ``certificate``: how it ran (method, attempted, certified, seconds, or why not)
     certified: np.ndarray | None = None
     certificate: dict | None = None
+    # float per sample: the highest margin among the candidates the harness verified (best other class minus the
+    # goal class on the model's own scores, reversed when targeted; > 0 reached the goal), -inf before any attack.
+    # Entries with ``closest`` spend their restarts on the undecided samples where it is highest
+    best_margin: np.ndarray | None = None
 
     @property
     def n(self) -> int:

@@ -324,7 +324,7 @@ def test_verified_candidates_lie_in_ball_and_box(seed, d, k, norm, eps, attack, 
     cand = create(attack).run(oracle, x0, goal, th, SampleRng(seed, attack, data.ids))
     oracle.budget = budget
     rows = torch.arange(len(x0))
-    success, pred, verified = _verify(oracle, target, th, cand, x0, goal, rows)
+    success, pred, verified, _ = _verify(oracle, target, th, cand, x0, goal, rows)
     _check_candidates(stub, th, verified, x0, goal, success, pred)
     assert (oracle.used <= budget).all()
 
@@ -509,7 +509,7 @@ def _found_but_lost(attack: str, params: dict, th: ThreatModel, seed: int = 0) -
     stub.detect_output_kind(stub.scores(x0))
     spy = _SpyOracle(stub, x0, goal, th)
     cand = create(attack, **params).run(spy, x0, goal, th, SampleRng(0, attack, data.ids))
-    success, _, _ = _verify(spy, stub, th, cand, x0, goal, torch.arange(len(x0)))
+    success, _, _, _ = _verify(spy, stub, th, cand, x0, goal, torch.arange(len(x0)))
     return int(spy.saw_adversarial.sum()), (spy.saw_adversarial & ~success).nonzero().squeeze(1).tolist()
 
 

@@ -498,3 +498,90 @@ def test_the_undecided_entry_spends_only_what_the_certificates_spared():
     assert not (undecided & res.certified).any() and a.attempted * 3 <= int(res.certified.sum())
     res, a = run(0.11, True)  # 50 certified, 33 undecided: more undecided work than they spared
     assert a.skipped and "more work than the certificates spared" in a.skipped and a.attempted == 0
+
+
+def test_best_margin_is_measured_by_the_harness_on_the_verified_candidates():
+    """ThreatResult.best_margin is the margin (best other class minus the true class) of the candidates the
+    harness verified, on the model's own scores: for a 'attack' that returns the clean images it is the clean margin
+    exactly; after a real attack it is positive where the sample broke and negative where it held."""
+    from robustbench_cli.attacks import REGISTRY, Attack
+    from robustbench_cli.attacks.base import register
+    from robustbench_cli.battery import Battery, Entry, evaluate
+    from robustbench_cli.targets.base import Capability
+    from robustbench_cli.threat_model import ThreatModel
+
+    class Stay(Attack):
+        name, family, requires = "test-stay", "baseline", Capability.SCORES
+
+        def run(self, oracle, x, goal, threat, rng):
+            return x.clone()
+
+    torch.set_num_threads(1)
+    data = _digits()
+    net = _trained_mlp(data)
+    t = _target(net)
+    th = ThreatModel.parse("linf:0.1")
+    register(Stay)
+    try:
+        res = evaluate(t, data, [th], Battery("t", 1, [Entry("stay", "test-stay")])).results[0]
+    finally:
+        REGISTRY.pop("test-stay")
+    with torch.no_grad():
+        z = net(torch.as_tensor(data.x)).double()
+    y = torch.as_tensor(data.y)
+    own = z.gather(1, y[:, None]).squeeze(1)
+    clean_margin = (z.scatter(1, y[:, None], float("-inf")).amax(1) - own).numpy()
+    tried = res.attacks[0].attempted_mask
+    assert tried.sum() > 100 and np.isneginf(res.best_margin[~tried]).all()
+    np.testing.assert_allclose(res.best_margin[tried], clean_margin[tried], rtol=1e-5, atol=1e-5)
+    assert (res.best_margin[tried] < 0).all()
+    res = evaluate(t, data, [th], Battery("t", 1, [Entry("pgd", "pgd", {"steps": 10})])).results[0]
+    tried = res.attacks[0].attempted_mask
+    broken = tried & ~res.robust
+    assert broken.any() and res.robust.any()
+    assert (res.best_margin[broken] > 0).all() and (res.best_margin[res.robust] < 0).all()
+    # PGD climbs the loss: on the samples that held, it came closer than the clean image was
+    held = res.robust
+    assert np.mean(res.best_margin[held] > clean_margin[held]) > 0.9
+
+
+def test_a_closest_entry_runs_on_the_undecided_samples_nearest_to_breaking():
+    """An entry with ``closest=s`` runs on ceil(s x undecided) samples, those with the highest best_margin after the
+    entries before it (ties to the earlier sample); it only adds breaks, and its share shows in the battery config."""
+    import math
+
+    from robustbench_cli.battery import Battery, Entry, evaluate
+    from robustbench_cli.threat_model import ThreatModel
+
+    torch.set_num_threads(1)
+    data = _digits()
+    t = _target(_trained_mlp(data))
+    th = ThreatModel.parse("linf:0.1")
+    first = Entry("pgd", "pgd", {"steps": 5})
+    before = evaluate(t, data, [th], Battery("t", 1, [first])).results[0]
+    extra = Entry("apgd-ce-closest", "apgd-ce", {"steps": 20, "restarts": 3}, closest=0.1)
+    bat = Battery("t", 1, [first, extra])
+    after = evaluate(t, data, [th], bat).results[0]
+    undecided = np.flatnonzero(before.robust)
+    k = math.ceil(0.1 * len(undecided))
+    nearest = undecided[np.argsort(-before.best_margin[undecided], kind="stable")[:k]]
+    a = after.attacks[1]
+    assert a.attempted == k and set(np.flatnonzero(a.attempted_mask)) == set(nearest.tolist())
+    rest = np.setdiff1d(undecided, nearest)
+    assert before.best_margin[nearest].min() >= before.best_margin[rest].max()
+    assert not (after.robust & ~before.robust).any()  # only adds breaks
+    assert bat.config()["attacks"][1]["closest"] == 0.1 and "closest" not in bat.config()["attacks"][0]
+    with pytest.raises(ValueError, match="closest"):
+        Entry("x", "pgd", closest=1.5)
+
+
+def test_standard_ends_with_restarts_on_the_closest_samples():
+    """standard@3: APGD-CE x10 on the closest 3% and Square x3 on the closest 1% of the undecided samples, after
+    every other attack of the cascade."""
+    from robustbench_cli.battery import get_battery
+
+    bat = get_battery("standard")
+    assert bat.id == "standard@3"
+    cascade = [e for e in bat.entries if not e.independent and e.when is None]
+    assert [(e.label, e.closest) for e in cascade[-2:]] == [("apgd-ce-closest", 0.03), ("square-closest", 0.01)]
+    assert cascade[-2].params["restarts"] == 10 and cascade[-1].params["restarts"] == 3
