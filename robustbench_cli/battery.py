@@ -4,6 +4,8 @@ The cascade (as in AutoAttack): each attack sees only the samples still robust a
 The harness, not the attack, decides success: it projects each candidate onto the epsilon ball and the input
 box, asks the target again (a counted query), and records a success only when the target's answer meets the
 goal. A robust accuracy is the fraction of samples no attack could break this way: an upper bound on the truth.
+The same answer gives each candidate's margin (how close it came to the goal); the harness keeps each sample's
+highest, and entries marked ``closest`` spend their extra restarts on the undecided samples where it is highest.
 """
 
 from __future__ import annotations
