@@ -20,6 +20,23 @@ def shared_path(*parts: str) -> Path:
 
 
 @pytest.fixture
+def temporary_attack():
+    """Register attack classes for one test (use as a decorator); they leave the registry when it ends."""
+    from robustbench_cli.attacks.base import REGISTRY, register
+
+    added = []
+
+    def add(cls):
+        register(cls)
+        added.append(cls.name)
+        return cls
+
+    yield add
+    for name in added:
+        REGISTRY.pop(name)
+
+
+@pytest.fixture
 def run_cli():
     """Run the CLI through Typer's runner; returns the result (exit_code, stdout, stderr)."""
     from typer.testing import CliRunner

@@ -500,16 +500,16 @@ def test_the_undecided_entry_spends_only_what_the_certificates_spared():
     assert a.skipped and "more work than the certificates spared" in a.skipped and a.attempted == 0
 
 
-def test_best_margin_is_measured_by_the_harness_on_the_verified_candidates():
+def test_best_margin_is_measured_by_the_harness_on_the_verified_candidates(temporary_attack):
     """ThreatResult.best_margin is the margin (best other class minus the true class) of the candidates the
     harness verified, on the model's own scores: for a 'attack' that returns the clean images it is the clean margin
     exactly; after a real attack it is positive where the sample broke and negative where it held."""
-    from robustbench_cli.attacks import REGISTRY, Attack
-    from robustbench_cli.attacks.base import register
+    from robustbench_cli.attacks import Attack
     from robustbench_cli.battery import Battery, Entry, evaluate
     from robustbench_cli.targets.base import Capability
     from robustbench_cli.threat_model import ThreatModel
 
+    @temporary_attack
     class Stay(Attack):
         name, family, requires = "test-stay", "baseline", Capability.SCORES
 
@@ -521,11 +521,7 @@ def test_best_margin_is_measured_by_the_harness_on_the_verified_candidates():
     net = _trained_mlp(data)
     t = _target(net)
     th = ThreatModel.parse("linf:0.1")
-    register(Stay)
-    try:
-        res = evaluate(t, data, [th], Battery("t", 1, [Entry("stay", "test-stay")])).results[0]
-    finally:
-        REGISTRY.pop("test-stay")
+    res = evaluate(t, data, [th], Battery("t", 1, [Entry("stay", "test-stay")])).results[0]
     with torch.no_grad():
         z = net(torch.as_tensor(data.x)).double()
     y = torch.as_tensor(data.y)

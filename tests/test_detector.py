@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from robustbench_cli.attacks import Attack
-from robustbench_cli.attacks.base import REGISTRY, Goal, register
+from robustbench_cli.attacks.base import Goal
 from robustbench_cli.battery import Battery, Entry, evaluate
 from robustbench_cli.data import EvalSet
 from robustbench_cli.targets.base import Capability, Oracle, ScoresOnly
@@ -52,20 +52,6 @@ def detector():
 
 def points(n=4):
     return EvalSet(x=np.full((n, 2), 0.5, np.float32), y=np.zeros(n, np.int64), ids=np.arange(n), name="points")
-
-
-@pytest.fixture
-def temporary_attack():
-    added = []
-
-    def add(cls):
-        register(cls)
-        added.append(cls.name)
-        return cls
-
-    yield add
-    for name in added:
-        REGISTRY.pop(name)
 
 
 def test_fixed_threshold_the_harness_enforces_misclassified_and_not_flagged(temporary_attack):

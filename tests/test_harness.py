@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 from robustbench_cli import zoo
-from robustbench_cli.attacks import REGISTRY, Attack
-from robustbench_cli.attacks.base import register
+from robustbench_cli.attacks import Attack
 from robustbench_cli.battery import Battery, Entry, evaluate
 from robustbench_cli.data import EvalSet, load_eval_set
 from robustbench_cli.errors import TargetError
@@ -15,20 +14,6 @@ from robustbench_cli.targets import TargetOptions, load_target
 from robustbench_cli.targets.base import Capability, Oracle
 from robustbench_cli.targets.pytorch import TorchTarget
 from robustbench_cli.threat_model import ThreatModel
-
-
-@pytest.fixture
-def temporary_attack():
-    added = []
-
-    def add(cls):
-        register(cls)
-        added.append(cls.name)
-        return cls
-
-    yield add
-    for name in added:
-        REGISTRY.pop(name)
 
 
 def threshold_model():
