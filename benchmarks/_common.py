@@ -298,7 +298,7 @@ def build_model(name: str, shared: Path, *, peer_backend: str = "torch", static_
 def load_clean_correct(built: Built, shared: Path, n: int, target) -> tuple:
     """The first ``n`` test samples that both the ONNX target (robust's view) and the peers' module classify
     correctly; an EvalSet of them and the max |difference| of the two models' outputs on the candidates."""
-    from robustbench_cli.data import EvalSet, load_eval_set
+    from robustbench_cli.core.data import EvalSet, load_eval_set
 
     folder, file = DATA[built.data]
     full = load_eval_set(str(shared / folder / file))

@@ -6,7 +6,7 @@ For every (model, epsilon) setting, in one process and on the same images:
 * **AutoAttack**: ``AutoAttack(net, norm="Linf", eps=eps, version="standard", device="cpu", seed=seed)
   .run_standard_evaluation(x, y, batch_size=B)``: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5,000
   queries), in cascade. AutoAttack checks clean accuracy itself.
-* **robust**: ``robustbench_cli.battery.evaluate(target, evalset, [linf:eps], get_battery("standard"), seed=seed,
+* **robust**: ``robustbench_cli.evaluation.cascade.evaluate(target, evalset, [linf:eps], get_battery("standard"), seed=seed,
   batch_size=B)``: the ``standard`` preset by name (APGD-CE, APGD-T over the top-9 classes, FMN, Square 5,000, and the
   noise yardstick), every candidate projected and re-verified by the harness.
 
@@ -66,7 +66,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from robustbench_cli import certify
+from robustbench_cli.evaluation import certify
 import _common as C
 
 PRESET = "standard"
@@ -191,7 +191,7 @@ def bound_layers(name: str, target) -> list[nn.Module] | None:
 def load_images(data: str, shared: Path, n: int):
     """MNIST: the first n test images. CIFAR-10: the lossless first 100, then JPEG images (without the JPEG copies of
     those 100), one class after another, so that every prefix is balanced."""
-    from robustbench_cli.data import EvalSet, load_eval_set
+    from robustbench_cli.core.data import EvalSet, load_eval_set
 
     if data == "mnist":
         ev = load_eval_set(str(shared / "mnist" / "mnist_test.npz"), n=n)
@@ -267,7 +267,7 @@ def run_autoattack(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
 
 
 def run_robust(target, ev, threat, battery, bs: int, seed: int):
-    from robustbench_cli.battery import evaluate
+    from robustbench_cli.evaluation.cascade import evaluate
 
     t0 = time.perf_counter()
     out = evaluate(target, ev, [threat], battery, seed=seed, batch_size=bs)
@@ -293,8 +293,8 @@ def main(argv=None) -> int:
     except ImportError:
         print("bench_autoattack: needs pyautoattack; install it with  pip install -e \".[bench]\"", file=sys.stderr)
         return 2
-    from robustbench_cli.battery import get_battery
-    from robustbench_cli.threat_model import ThreatModel
+    from robustbench_cli.evaluation.cascade import get_battery
+    from robustbench_cli.core.threat_model import ThreatModel
 
     shared = Path(args.shared).expanduser()
     n_want = {"mnist": args.n_mnist, "cifar10": args.n_cifar}

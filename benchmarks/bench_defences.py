@@ -100,7 +100,7 @@ def zoo_row(name: str, weights: Path, ev, threat, battery, args, aa_n: int) -> d
 
 def detector_rows(data: str, args) -> dict:
     from robustbench_cli import zoo
-    from robustbench_cli.scan import ScanConfig, run_scan
+    from robustbench_cli.evaluation.scan import ScanConfig, run_scan
     from robustbench_cli.targets import TargetOptions
 
     cfg = ScanConfig(models=[zoo.SPEC], data=data, threats=[f"linf:{args.eps}"], n=args.n, preset="standard",
@@ -138,9 +138,9 @@ def main(argv=None) -> int:
                   "or pass --aa-n 0", file=sys.stderr)
             return 2
     from robustbench_cli import zoo
-    from robustbench_cli.battery import get_battery
-    from robustbench_cli.data import load_eval_set
-    from robustbench_cli.threat_model import ThreatModel
+    from robustbench_cli.evaluation.cascade import get_battery
+    from robustbench_cli.core.data import load_eval_set
+    from robustbench_cli.core.threat_model import ThreatModel
 
     ev = load_eval_set(str(data), n=args.n)
     threat = ThreatModel.parse(f"linf:{args.eps}")

@@ -4,7 +4,7 @@ The median L2 distance of the adversarial each contestant has after 1,000 and 5,
 models, all contestants in one process on the same samples (the first ``--n`` test images the model classifies
 correctly):
 
-* ``robust``: ``robustbench_cli.battery.evaluate`` on ``LabelOnly(OnnxTarget(model.onnx))`` (``--access labels``),
+* ``robust``: ``robustbench_cli.evaluation.cascade.evaluate`` on ``LabelOnly(OnnxTarget(model.onnx))`` (``--access labels``),
   threat ``l2:<just under the box diagonal>`` (the projection does nothing; ``l2:1000`` is refused by the threat
   model's own check) and a one-entry battery ``hopskipjump`` with ``max_queries=Q, stop_at_epsilon=False``, run
   with ``queries=Q``: the distance is that of the candidate the harness verified (none: infinite).
@@ -106,9 +106,9 @@ def main(argv=None) -> int:
 
     logging.getLogger("art").setLevel(logging.ERROR)
 
-    from robustbench_cli.battery import Battery, Entry, evaluate
+    from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
     from robustbench_cli.targets.base import LabelOnly
-    from robustbench_cli.threat_model import ThreatModel
+    from robustbench_cli.core.threat_model import ThreatModel
 
     shared = Path(args.shared).expanduser()
     budgets = sorted(int(b) for b in args.budgets.split(","))
@@ -193,7 +193,7 @@ def main(argv=None) -> int:
             return out, secs, used
 
         # warm-up (untimed): two samples, small budget
-        from robustbench_cli.data import EvalSet
+        from robustbench_cli.core.data import EvalSet
 
         few = EvalSet(x=evalset.x[:2], y=evalset.y[:2], ids=evalset.ids[:2], name="warm-up")
         if any(c.startswith("robust") for c in wanted):

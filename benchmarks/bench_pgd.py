@@ -10,7 +10,7 @@ repeat, the median of ``--repeats`` reported):
   step and a clamp, in a plain torch loop: the irreducible work of PGD-40.
 * ``torchattacks``: ``torchattacks.PGD(model, eps=0.3, alpha=0.01875, steps=40, random_start=True)`` per batch.
 * ``robust attack``: robust's ``PGD(steps=40).run`` per batch through an ``Oracle`` (the attack alone).
-* ``robust evaluate``: ``robustbench_cli.battery.evaluate`` with a one-entry battery (pgd, 40 steps): the
+* ``robust evaluate``: ``robustbench_cli.evaluation.cascade.evaluate`` with a one-entry battery (pgd, 40 steps): the
   attack plus the harness's clean pass, its bookkeeping and the verification query of every candidate.
 
 Robust accuracy is the fraction of the ``n`` samples that are classified correctly clean and still correctly
@@ -89,11 +89,11 @@ def main(argv=None) -> int:
     from robustbench_cli.attacks import Goal
     from robustbench_cli.attacks.pgd import PGD
     from robustbench_cli.attacks.rng import SampleRng
-    from robustbench_cli.battery import Battery, Entry, check_compatible, evaluate
-    from robustbench_cli.data import load_eval_set
+    from robustbench_cli.evaluation.cascade import Battery, Entry, check_compatible, evaluate
+    from robustbench_cli.core.data import load_eval_set
     from robustbench_cli.targets import TargetOptions, load_target
     from robustbench_cli.targets.base import Oracle
-    from robustbench_cli.threat_model import ThreatModel
+    from robustbench_cli.core.threat_model import ThreatModel
 
     shared = Path(args.shared).expanduser()
     weights, data_path = shared.joinpath(*MODELS[args.model]), shared.joinpath(*DATA)

@@ -4,7 +4,7 @@ Success rate and queries per sample at per-sample budgets of 1,000 and 5,000 que
 and CIFAR-10 (Linf 8/255) models, all contestants in one process on the same samples (the first ``--n`` test
 images each model classifies correctly), the order of the contestants rotated from one setting to the next.
 
-* ``robust``: ``robustbench_cli.battery.evaluate`` with a one-entry battery ``square`` (its own defaults, p_init
+* ``robust``: ``robustbench_cli.evaluation.cascade.evaluate`` with a one-entry battery ``square`` (its own defaults, p_init
   0.3) and ``queries=budget``, on ``load_target(model.onnx)``: the harness's clean pass, the attack and the
   verification query of every candidate.
 * ``robust p0.8``: the same with ``p_init=0.8``, the peers' default.
@@ -83,8 +83,8 @@ def main(argv=None) -> int:
         print(f"bench_square: needs the bench extra ({e}); pip install -e \".[bench]\"", file=sys.stderr)
         return 2
 
-    from robustbench_cli.battery import Battery, Entry, evaluate
-    from robustbench_cli.threat_model import ThreatModel
+    from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+    from robustbench_cli.core.threat_model import ThreatModel
 
     shared = Path(args.shared).expanduser()
     budgets = [int(b) for b in args.budgets.split(",")]
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
                 return (pred != ys).numpy(), None
 
             # warm-up (untimed, small budget, few samples): sessions, allocators
-            from robustbench_cli.data import EvalSet
+            from robustbench_cli.core.data import EvalSet
 
             few = EvalSet(x=evalset.x[:8], y=evalset.y[:8], ids=evalset.ids[:8], name="warm-up")
             for c in wanted:

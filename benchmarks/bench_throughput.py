@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     versions = C.versions()
     threads = C.set_threads(args.threads or None)
     warnings.filterwarnings("ignore", category=UserWarning)
-    from robustbench_cli.data import load_eval_set
+    from robustbench_cli.core.data import load_eval_set
     from robustbench_cli.targets.base import Oracle
 
     shared = Path(args.shared).expanduser()

@@ -14,7 +14,7 @@ reported):
   clean forward for the clean accuracy: the irreducible work, in a plain torch loop.
 * ``torchattacks``: the same loop with ``torchattacks.PGD(model, eps=0.3, alpha=0.075, steps=10, random_start=True)``
   as the inner attack.
-* ``robust train``: ``robustbench_cli.train.train`` (mode pgd, gamma 1): the attack through the oracle with
+* ``robust train``: ``robustbench_cli.training.train.train`` (mode pgd, gamma 1): the attack through the oracle with
   per-sample random starts, the progress statistics; timed over its training loop only (``train_seconds`` of the
   card: the data loading and the final held-out check are outside, as they are for the other two).
 
@@ -51,7 +51,7 @@ def _cores() -> int:
 
 
 def _data(n: int, seed: int):
-    from robustbench_cli.data import load_eval_set
+    from robustbench_cli.core.data import load_eval_set
 
     d = load_eval_set("mnist:train", n=n, shuffle=True, seed=seed)
     return d, torch.as_tensor(d.x), torch.as_tensor(d.y)
@@ -119,7 +119,7 @@ def run_torchattacks(x, y, epochs, seed):
 
 
 def run_robust(n, epochs, seed, tmp: Path):
-    from robustbench_cli import train as lib
+    from robustbench_cli.training import train as lib
 
     cfg = lib.TrainConfig(model="robustbench_cli.zoo:mnist_cnn", out=str(tmp / "bench.pt"), data="mnist:train", n=n,
                           shuffle=True, seed=seed, mode="pgd", threat=f"linf:{EPS}", steps=STEPS, epochs=epochs,

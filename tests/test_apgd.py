@@ -11,10 +11,10 @@ from torch import nn
 from robustbench_cli.attacks import create
 from robustbench_cli.attacks.apgd import checkpoints, dlr
 from robustbench_cli.attacks.base import Goal
-from robustbench_cli.battery import Battery, Entry, evaluate
-from robustbench_cli.data import EvalSet
+from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+from robustbench_cli.core.data import EvalSet
 from robustbench_cli.targets.pytorch import TorchTarget
-from robustbench_cli.threat_model import Norm, ThreatModel
+from robustbench_cli.core.threat_model import Norm, ThreatModel
 
 from linear_truth import exact_min_linf, linear_module, random_linear_problem
 

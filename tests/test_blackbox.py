@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 from robustbench_cli.attacks import REGISTRY, Attack, Goal, create
 from robustbench_cli.attacks.base import register
 from robustbench_cli.attacks.rng import SampleRng
-from robustbench_cli.battery import PRESETS, WHEN, Battery, Entry, _verify, evaluate
-from robustbench_cli.diagnostics import check
+from robustbench_cli.evaluation.cascade import PRESETS, WHEN, Battery, Entry, _verify, evaluate
+from robustbench_cli.evaluation.diagnostics import check
 from robustbench_cli.reports import build_report
 from robustbench_cli.reports.writers import to_csv
 from robustbench_cli.targets.base import Capability, LabelOnly, Oracle
-from robustbench_cli.threat_model import Norm, ThreatModel
+from robustbench_cli.core.threat_model import Norm, ThreatModel
 
 from linear_truth import (
     CountingTarget,

@@ -17,7 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustbench_cli import certify as B
+from robustbench_cli.evaluation import certify as B
 
 
 def _conv_net(seed: int) -> list[nn.Module]:
@@ -189,7 +189,7 @@ def test_a_targeted_goal_is_certified_on_its_own_margin_exactly():
 
 # --- the harness's certifier --------------------------------------------------------------------------------------
 def _digits(n=120):
-    from robustbench_cli.data import load_eval_set
+    from robustbench_cli.core.data import load_eval_set
 
     return load_eval_set("digits", n=n)
 
@@ -223,7 +223,7 @@ def _target(net, **kw):
 
 
 def _battery(certify=True):
-    from robustbench_cli.battery import Battery, Entry
+    from robustbench_cli.evaluation.cascade import Battery, Entry
 
     return Battery("t", 1, [Entry("pgd", "pgd", {"steps": 10}), Entry("apgd-ce", "apgd-ce", {"steps": 20}),
                             Entry("square", "square", {"max_queries": 200}),
@@ -234,8 +234,8 @@ def _battery(certify=True):
 def test_certificates_change_the_work_not_the_verdicts(threat):
     """Same per-sample verdicts with and without certificates (per-sample random streams); no attack after the first
     tries a certified sample; every certified sample is robust; the certified accuracy is at most the robust one."""
-    from robustbench_cli.battery import evaluate
-    from robustbench_cli.threat_model import ThreatModel
+    from robustbench_cli.evaluation.cascade import evaluate
+    from robustbench_cli.core.threat_model import ThreatModel
 
     torch.set_num_threads(1)
     data = _digits()
@@ -258,8 +258,8 @@ def test_certificates_change_the_work_not_the_verdicts(threat):
 def test_linear_model_certified_equals_exact_robust_accuracy():
     """On an affine model the certificate is exact: certified accuracy, robust accuracy under the attacks and the
     analytic robust accuracy all agree (the lower and upper bounds meet)."""
-    from robustbench_cli.battery import Battery, Entry, evaluate
-    from robustbench_cli.threat_model import ThreatModel
+    from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+    from robustbench_cli.core.threat_model import ThreatModel
 
     torch.set_num_threads(1)
     data = _digits(200)
@@ -291,8 +291,8 @@ def test_auto_mode_stops_where_the_bounds_prove_too_little(monkeypatch):
     """The preset's setting certifies a first few samples and goes on only while at least CERT_MIN_SHARE of those
     tried are certified: asked for more than it can get, it stops after the first few and attacks the rest.
     --certify (True) certifies every sample the first attack leaves. Same verdicts in both runs."""
-    from robustbench_cli import battery as bat
-    from robustbench_cli.threat_model import ThreatModel
+    from robustbench_cli.evaluation import cascade as bat
+    from robustbench_cli.core.threat_model import ThreatModel
 
     torch.set_num_threads(1)
     data = _digits()
@@ -350,9 +350,9 @@ def test_for_target_refuses_what_it_cannot_certify_and_folds_normalisation():
 
 
 def test_max_pool_nets_get_ibp_and_the_report_says_so(tmp_path):
-    from robustbench_cli.battery import evaluate
+    from robustbench_cli.evaluation.cascade import evaluate
     from robustbench_cli.reports.model import build_report
-    from robustbench_cli.threat_model import ThreatModel
+    from robustbench_cli.core.threat_model import ThreatModel
 
     torch.set_num_threads(1)
     data = _digits()
@@ -373,9 +373,9 @@ def test_max_pool_nets_get_ibp_and_the_report_says_so(tmp_path):
 def test_a_resumed_scan_keeps_its_certificates(tmp_path):
     """The state file carries the certified flags and the certificate's record: a resumed run restores them (same
     record, seconds included: nothing certified twice) and gives the same verdicts."""
-    from robustbench_cli.battery import evaluate
-    from robustbench_cli.state import ScanState
-    from robustbench_cli.threat_model import ThreatModel
+    from robustbench_cli.evaluation.cascade import evaluate
+    from robustbench_cli.evaluation.resume import ScanState
+    from robustbench_cli.core.threat_model import ThreatModel
 
     torch.set_num_threads(1)
     data = _digits()
@@ -392,9 +392,9 @@ def test_a_resumed_scan_keeps_its_certificates(tmp_path):
 def test_a_wrong_certificate_is_flagged_by_the_noise_yardstick(monkeypatch):
     """Plant a certifier that claims every sample: the later attacks skip them, but the noise yardstick still draws
     on every clean-correct sample, its breaks count, and the certificate-sound check fails and says what to do."""
-    from robustbench_cli import diagnostics
-    from robustbench_cli.battery import Battery, Entry, evaluate
-    from robustbench_cli.threat_model import ThreatModel
+    from robustbench_cli.evaluation import diagnostics
+    from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+    from robustbench_cli.core.threat_model import ThreatModel
 
     torch.set_num_threads(1)
     data = _digits()
@@ -453,7 +453,7 @@ def test_square_restarts_only_add_breaks_and_keep_to_the_budget():
     from robustbench_cli.attacks.base import Goal
     from robustbench_cli.attacks.rng import SampleRng
     from robustbench_cli.targets.base import Oracle
-    from robustbench_cli.threat_model import ThreatModel
+    from robustbench_cli.core.threat_model import ThreatModel
 
     torch.set_num_threads(1)
     data = _digits()
@@ -477,8 +477,8 @@ def test_square_restarts_only_add_breaks_and_keep_to_the_budget():
 def test_the_undecided_entry_spends_only_what_the_certificates_spared():
     """standard's square-undecided runs on the samples neither broken nor certified, when there are certificates and
     its work (undecided x restarts) is at most the certified count; otherwise it is skipped with the reason."""
-    from robustbench_cli.battery import Battery, Entry, evaluate
-    from robustbench_cli.threat_model import ThreatModel
+    from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+    from robustbench_cli.core.threat_model import ThreatModel
 
     torch.set_num_threads(1)
     data = _digits()
@@ -505,9 +505,9 @@ def test_best_margin_is_measured_by_the_harness_on_the_verified_candidates(tempo
     harness verified, on the model's own scores: for a 'attack' that returns the clean images it is the clean margin
     exactly; after a real attack it is positive where the sample broke and negative where it held."""
     from robustbench_cli.attacks import Attack
-    from robustbench_cli.battery import Battery, Entry, evaluate
+    from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
     from robustbench_cli.targets.base import Capability
-    from robustbench_cli.threat_model import ThreatModel
+    from robustbench_cli.core.threat_model import ThreatModel
 
     @temporary_attack
     class Stay(Attack):
@@ -546,8 +546,8 @@ def test_a_closest_entry_runs_on_the_undecided_samples_nearest_to_breaking():
     entries before it (ties to the earlier sample); it only adds breaks, and its share shows in the battery config."""
     import math
 
-    from robustbench_cli.battery import Battery, Entry, evaluate
-    from robustbench_cli.threat_model import ThreatModel
+    from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+    from robustbench_cli.core.threat_model import ThreatModel
 
     torch.set_num_threads(1)
     data = _digits()
@@ -574,7 +574,7 @@ def test_a_closest_entry_runs_on_the_undecided_samples_nearest_to_breaking():
 def test_standard_ends_with_restarts_on_the_closest_samples():
     """standard@3: APGD-CE x10 on the closest 3% and Square x3 on the closest 1% of the undecided samples, after
     every other attack of the cascade."""
-    from robustbench_cli.battery import get_battery
+    from robustbench_cli.evaluation.cascade import get_battery
 
     bat = get_battery("standard")
     assert bat.id == "standard@3"

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from robustbench_cli.data import EvalSet, load_eval_set
-from robustbench_cli.errors import DataError
+from robustbench_cli.core.data import EvalSet, load_eval_set
+from robustbench_cli.core.errors import DataError
 
 RNG = np.random.default_rng(1234)
 

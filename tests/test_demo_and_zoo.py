@@ -5,7 +5,7 @@ import json
 import torch
 
 from robustbench_cli import zoo
-from robustbench_cli.data import load_eval_set
+from robustbench_cli.core.data import load_eval_set
 
 
 def test_training_is_deterministic():

@@ -13,8 +13,8 @@ from torch import nn
 
 from robustbench_cli.attacks import Attack
 from robustbench_cli.attacks.base import Goal
-from robustbench_cli.battery import Battery, Entry, evaluate
-from robustbench_cli.data import EvalSet
+from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+from robustbench_cli.core.data import EvalSet
 from robustbench_cli.targets.base import Capability, Oracle, ScoresOnly
 from robustbench_cli.targets.detector import (
     DetectorTarget,
@@ -26,7 +26,7 @@ from robustbench_cli.targets.detector import (
     guard,
 )
 from robustbench_cli.targets.pytorch import TorchTarget
-from robustbench_cli.threat_model import ThreatModel
+from robustbench_cli.core.threat_model import ThreatModel
 
 torch.set_num_threads(1)
 LINF = ThreatModel.parse("linf:0.1")
@@ -189,7 +189,7 @@ def Det():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny digits classifier and a detector trained for it by `robust train --detector` (a few seconds)."""
-    from robustbench_cli import train as lib
+    from robustbench_cli.training import train as lib
 
     d = tmp_path_factory.mktemp("det")
     (d / "tiny.py").write_text(TINY)

@@ -8,12 +8,12 @@ import torch
 from torch import nn
 
 from linear_truth import linear_module, random_linear_problem
-from robustbench_cli.battery import Battery, Entry, evaluate
-from robustbench_cli.diagnostics import check_cascade, check_target
-from robustbench_cli.results import AttackOutcome, ThreatResult
+from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+from robustbench_cli.evaluation.diagnostics import check_cascade, check_target
+from robustbench_cli.core.results import AttackOutcome, ThreatResult
 from robustbench_cli.targets.base import LabelOnly, ScoresOnly
 from robustbench_cli.targets.pytorch import TorchTarget
-from robustbench_cli.threat_model import ThreatModel
+from robustbench_cli.core.threat_model import ThreatModel
 
 
 class Noisy(nn.Module):

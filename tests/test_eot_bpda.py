@@ -25,14 +25,14 @@ from linear_truth import exact_min_linf
 
 from robustbench_cli.attacks import Goal
 from robustbench_cli.attacks.gradients import Autograd
-from robustbench_cli.battery import Battery, Entry, evaluate, with_eot
-from robustbench_cli.data import EvalSet
-from robustbench_cli.diagnostics import check_cascade, check_target
-from robustbench_cli.errors import TargetError, UserError
+from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate, with_eot
+from robustbench_cli.core.data import EvalSet
+from robustbench_cli.evaluation.diagnostics import check_cascade, check_target
+from robustbench_cli.core.errors import TargetError, UserError
 from robustbench_cli.targets import TargetOptions, load_target
 from robustbench_cli.targets.base import Oracle
 from robustbench_cli.targets.pytorch import TorchTarget, apply_bpda
-from robustbench_cli.threat_model import ThreatModel
+from robustbench_cli.core.threat_model import ThreatModel
 
 MODELS = '''"""Fixtures for --bpda and --eot: a seeded linear classifier on 8x8 grey images, behind an 8-bit quantiser,
 with a random-phase term, or returning NaN."""

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from robustbench_cli.battery import Battery, Entry, PRESETS, evaluate
-from robustbench_cli.data import EvalSet
+from robustbench_cli.evaluation.cascade import Battery, Entry, PRESETS, evaluate
+from robustbench_cli.core.data import EvalSet
 from robustbench_cli.targets.pytorch import TorchTarget
-from robustbench_cli.threat_model import ThreatModel
+from robustbench_cli.core.threat_model import ThreatModel
 
 from linear_truth import exact_min_linf
 

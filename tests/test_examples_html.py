@@ -18,12 +18,12 @@ import torch
 from PIL import Image
 
 from report_factory import synthetic_report, tiny_cli_files
-from robustbench_cli.battery import Battery, Entry, evaluate
-from robustbench_cli.data import EvalSet
+from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+from robustbench_cli.core.data import EvalSet
 from robustbench_cli.reports.examples import check_examples, image_array, quantise, select
 from robustbench_cli.reports.model import report_schema
 from robustbench_cli.targets.pytorch import TorchTarget
-from robustbench_cli.threat_model import ThreatModel
+from robustbench_cli.core.threat_model import ThreatModel
 
 
 @pytest.fixture(autouse=True)
@@ -174,7 +174,7 @@ def test_report_validates_against_the_schema(scanned):
     schema = report_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(scanned["report"], schema)
-    from robustbench_cli.reports import gate
+    from robustbench_cli.gate import rules as gate
 
     rep = synthetic_report(n=40)
     rep["gate"] = gate.judge(rep, gate.collect_rules(["0.3"], ["2pp"]), paired=True)

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from robustbench_cli import zoo
-from robustbench_cli.battery import Battery, Entry, evaluate
-from robustbench_cli.data import load_eval_set
+from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+from robustbench_cli.core.data import load_eval_set
 from robustbench_cli.targets.pytorch import TorchTarget
-from robustbench_cli.threat_model import Norm, ThreatModel
+from robustbench_cli.core.threat_model import Norm, ThreatModel
 
 THREAT = ThreatModel(Norm.LINF, 0.2, "0.2")
 SQUARE = Battery("sq", 1, [Entry("square", "square", {"max_queries": 200})])

@@ -223,7 +223,7 @@ def test_the_github_actions_example_uses_real_options(run_cli):
     yaml = pytest.importorskip("yaml")
     from pathlib import Path
 
-    from robustbench_cli.reports.gate import parse_rule
+    from robustbench_cli.gate.rules import parse_rule
 
     wf = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / "github-actions.yml").read_text())
     steps = wf["jobs"]["robust"]["steps"]

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from report_factory import only_target, set_robust, synthetic_report
-from robustbench_cli.errors import UserError
-from robustbench_cli.reports.gate import collect_rules, judge, load_config, parse_rule
+from robustbench_cli.core.errors import UserError
+from robustbench_cli.gate.rules import collect_rules, judge, load_config, parse_rule
 from robustbench_cli.reports.stats import mcnemar_exact, pct, wilson
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

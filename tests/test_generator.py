@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from robustbench_cli import zoo
-from robustbench_cli.advgan import GeneratorConfig, save, train_generator
+from robustbench_cli.training.advgan import GeneratorConfig, save, train_generator
 from robustbench_cli.attacks.generative import FORMAT, GeneratorAttack, load_generator
-from robustbench_cli.battery import evaluate, get_battery, with_transfer
-from robustbench_cli.data import load_eval_set
-from robustbench_cli.errors import TargetError
+from robustbench_cli.evaluation.cascade import evaluate, get_battery, with_transfer
+from robustbench_cli.core.data import load_eval_set
+from robustbench_cli.core.errors import TargetError
 from robustbench_cli.targets import TargetOptions, load_target
-from robustbench_cli.threat_model import ThreatModel
+from robustbench_cli.core.threat_model import ThreatModel
 
 torch.set_num_threads(1)
 SURROGATE = f"{zoo.SPEC}@{zoo.WEIGHTS}"

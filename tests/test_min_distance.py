@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from robustbench_cli.attacks import REGISTRY, Attack
-from robustbench_cli.battery import Battery, Entry, evaluate
+from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
 from robustbench_cli.reports.model import build_report, epsilon_curve, report_schema
 from robustbench_cli.targets.base import Capability
-from robustbench_cli.threat_model import Norm, ThreatModel
+from robustbench_cli.core.threat_model import Norm, ThreatModel
 
 from linear_truth import CountingTarget, exact_min_linf, linear_module, random_linear_problem
 

@@ -6,11 +6,11 @@ import pytest
 
 from linear_truth import exact_min_l2_binary, linear_module, random_linear_problem
 from robustbench_cli import zoo
-from robustbench_cli.battery import Battery, Entry, evaluate
-from robustbench_cli.data import load_eval_set
+from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+from robustbench_cli.core.data import load_eval_set
 from robustbench_cli.targets import TargetOptions, load_target
 from robustbench_cli.targets.pytorch import TorchTarget
-from robustbench_cli.threat_model import ThreatModel
+from robustbench_cli.core.threat_model import ThreatModel
 
 
 def _run(target, data, threat, attack, params=None, **kw):

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from report_factory import only_target, set_robust, synthetic_report
 from robustbench_cli.reports import compare as C
-from robustbench_cli.reports import gate as G
+from robustbench_cli.gate import rules as G
 from robustbench_cli.reports.console import render_summary
 from robustbench_cli.reports.junit import to_junit
 from robustbench_cli.reports.writers import to_markdown

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from robustbench_cli import zoo
-from robustbench_cli.errors import UserError
-from robustbench_cli.scan import parse_duration
+from robustbench_cli.core.errors import UserError
+from robustbench_cli.evaluation.scan import parse_duration
 
 ONNX = str(zoo.ONNX)
 # a scan long enough to be caught midway: Square with a 1,000-query budget, one sample per batch
@@ -130,7 +130,7 @@ def test_resume_refuses_a_different_scan_and_a_missing_state(tmp_path, run_cli):
     assert res.exit_code == 2 and "no state file" in res.stderr
     state = tmp_path / "r.json.state.npz"
     # a state left by another scan (a different seed): refused, naming what differs
-    from robustbench_cli.state import ScanState
+    from robustbench_cli.evaluation.resume import ScanState
 
     st = ScanState(state, {"seed": 1, "threats": ["linf:0.3"]}, resume=False)
     st.put("x|y", {"robust": np.zeros(3, dtype=bool)}, force=True)
@@ -194,7 +194,7 @@ def test_same_seed_same_results_whatever_the_batch_size(tmp_path, run_cli):
 def test_a_ctrl_c_while_a_batch_is_recorded_waits_for_the_recording_then_stops():
     import os
 
-    from robustbench_cli import battery as B
+    from robustbench_cli.evaluation import cascade as B
 
     old = signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGINT, signal.default_int_handler)

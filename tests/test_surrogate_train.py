@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from robustbench_cli import substitute as sub
+from robustbench_cli.training import substitute as sub
 from robustbench_cli import zoo
 from robustbench_cli.targets.base import Capability, Target
 
@@ -66,7 +66,7 @@ def test_every_target_query_is_counted_exactly(tmp_path, counting, rounds, budge
 
 
 def test_budget_below_the_initial_set_is_refused(tmp_path, counting):
-    from robustbench_cli.errors import UserError
+    from robustbench_cli.core.errors import UserError
 
     with pytest.raises(UserError, match="--queries 10 cannot label the 20 initial samples"):
         sub.train_substitute(_cfg(tmp_path, queries=10))

@@ -5,8 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from robustbench_cli.errors import UserError
-from robustbench_cli.threat_model import Norm, ThreatModel
+from robustbench_cli.core.errors import UserError
+from robustbench_cli.core.threat_model import Norm, ThreatModel
 
 
 @pytest.mark.parametrize("spec,norm,eps,text,targeted", [

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from robustbench_cli import zoo
-from robustbench_cli.battery import PRESETS, check_compatible, evaluate
-from robustbench_cli.data import EvalSet, load_eval_set
-from robustbench_cli.errors import TargetError
+from robustbench_cli.evaluation.cascade import PRESETS, check_compatible, evaluate
+from robustbench_cli.core.data import EvalSet, load_eval_set
+from robustbench_cli.core.errors import TargetError
 from robustbench_cli.targets import TargetOptions, load_target
-from robustbench_cli.threat_model import ThreatModel
+from robustbench_cli.core.threat_model import ThreatModel
 
 
 @pytest.fixture(scope="module")

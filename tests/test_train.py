@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from robustbench_cli import train as lib
+from robustbench_cli.training import train as lib
 from robustbench_cli.attacks.base import Goal
 from robustbench_cli.attacks.pgd import PGD
 from robustbench_cli.attacks.rng import SampleRng
 from robustbench_cli.targets.base import Oracle
 from robustbench_cli.targets.pytorch import TorchTarget
-from robustbench_cli.threat_model import ThreatModel
+from robustbench_cli.core.threat_model import ThreatModel
 
 torch.set_num_threads(1)
 

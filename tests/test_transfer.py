@@ -18,12 +18,12 @@ from robustbench_cli.attacks import Goal, create
 from robustbench_cli.attacks.gradients import Autograd
 from robustbench_cli.attacks.rng import SampleRng
 from robustbench_cli.attacks.transfer import InputDiversity, load_surrogate, split_spec
-from robustbench_cli.battery import Battery, Entry, evaluate, get_battery, with_transfer
-from robustbench_cli.data import load_eval_set
-from robustbench_cli.errors import TargetError, UserError
+from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate, get_battery, with_transfer
+from robustbench_cli.core.data import load_eval_set
+from robustbench_cli.core.errors import TargetError, UserError
 from robustbench_cli.targets import TargetOptions, load_target
 from robustbench_cli.targets.base import Capability, Oracle, Target
-from robustbench_cli.threat_model import ThreatModel
+from robustbench_cli.core.threat_model import ThreatModel
 
 torch.set_num_threads(1)
 SURROGATE = f"{zoo.SPEC}@{zoo.WEIGHTS}"
@@ -208,7 +208,7 @@ def test_surrogate_must_fit_the_data_and_the_classes(run_cli, tmp_path):
 
 
 def test_input_diversity_needs_images(surrogate):
-    from robustbench_cli.errors import DataError
+    from robustbench_cli.core.errors import DataError
 
     with pytest.raises(DataError, match="use mi-fgsm"):
         create("di-fgsm", surrogates=[surrogate]).check_shape((784,))

@@ -16,7 +16,7 @@ import torch
 
 from robustbench_cli.attacks.rng import SampleRng
 from robustbench_cli.targets.base import Capability, Oracle
-from robustbench_cli.threat_model import Norm, ThreatModel
+from robustbench_cli.core.threat_model import Norm, ThreatModel
 
 REGISTRY: dict[str, type["Attack"]] = {}
 
@@ -92,7 +92,7 @@ class Attack(ABC):
 
 
 def create(name: str, **params) -> Attack:
-    from robustbench_cli.errors import UserError
+    from robustbench_cli.core.errors import UserError
 
     if name not in REGISTRY:
         raise UserError(f"unknown attack {name!r} (known: {', '.join(sorted(REGISTRY))})")

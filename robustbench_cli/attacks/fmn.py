@@ -67,7 +67,7 @@ from robustbench_cli.attacks.base import Attack, Goal, likeliest_wrong_classes, 
 from robustbench_cli.attacks.gradients import Autograd
 from robustbench_cli.attacks.losses import margin
 from robustbench_cli.targets.base import Capability
-from robustbench_cli.threat_model import Norm
+from robustbench_cli.core.threat_model import Norm
 
 
 def _view(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

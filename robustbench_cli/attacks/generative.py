@@ -3,7 +3,7 @@ Xiao et al. 2018, "Generating Adversarial Examples with Adversarial Networks").
 
 G ends in tanh, so ``u = G(x)`` lies in [-1, 1]^d; the candidate is ``x + eps * u`` for Linf and
 ``x + eps * u / ||u||_2`` for L2, at the scan's epsilon (the harness projects and verifies it as any other). G is
-trained by ``robust generator train`` (:mod:`robustbench_cli.advgan`) against surrogate model(s) or a white-box
+trained by ``robust generator train`` (:mod:`robustbench_cli.training.advgan`) against surrogate model(s) or a white-box
 target; the attack itself never queries the target, so a sample costs one query, the harness's verification.
 It is untargeted: under a targeted goal its candidates rarely reach the target class.
 
@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustbench_cli.attacks.base import Attack, register
-from robustbench_cli.errors import TargetError
+from robustbench_cli.core.errors import TargetError
 from robustbench_cli.targets.base import Capability, existing_file, file_sha256
-from robustbench_cli.threat_model import Norm
+from robustbench_cli.core.threat_model import Norm
 
 FORMAT = "robust-generator/1"
 

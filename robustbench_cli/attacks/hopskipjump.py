@@ -29,7 +29,7 @@ import torch
 
 from robustbench_cli.attacks.base import Attack, register
 from robustbench_cli.targets.base import Capability
-from robustbench_cli.threat_model import Norm
+from robustbench_cli.core.threat_model import Norm
 
 
 def _per(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ LOSSES = {"ce": cross_entropy, "margin": margin}
 
 
 def get_loss(name: str):
-    from robustbench_cli.errors import UserError
+    from robustbench_cli.core.errors import UserError
 
     if name not in LOSSES:
         raise UserError(f"unknown loss {name!r} (known: {', '.join(LOSSES)})")

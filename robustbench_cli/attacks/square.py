@@ -35,7 +35,7 @@ from robustbench_cli.attacks.base import Attack, register
 from robustbench_cli.attacks.losses import get_loss
 from robustbench_cli.attacks.rng import SampleRng
 from robustbench_cli.targets.base import Capability
-from robustbench_cli.threat_model import Norm
+from robustbench_cli.core.threat_model import Norm
 
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 

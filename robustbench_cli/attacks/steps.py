@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from robustbench_cli.attacks.rng import SampleRng
-from robustbench_cli.threat_model import Norm, ThreatModel
+from robustbench_cli.core.threat_model import Norm, ThreatModel
 
 
 def _per_sample(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

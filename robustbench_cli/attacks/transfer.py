@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from robustbench_cli.attacks.base import register
 from robustbench_cli.attacks.gradients import GradientSource
 from robustbench_cli.attacks.pgd import PGD
-from robustbench_cli.errors import DataError, TargetError
+from robustbench_cli.core.errors import DataError, TargetError
 from robustbench_cli.targets.base import Capability, Target
 
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from robustbench_cli import __version__
-from robustbench_cli.errors import TrustWarning, UserError
+from robustbench_cli.core.errors import TrustWarning, UserError
 
 EXIT_OK, EXIT_GATE, EXIT_ERROR = 0, 1, 2
 

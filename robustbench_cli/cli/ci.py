@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from robustbench_cli.errors import UserError
+from robustbench_cli.core.errors import UserError
 from robustbench_cli.reports.writers import writable_parent
 
 out = Console(width=None if sys.stdout.isatty() else 150)
@@ -55,7 +55,7 @@ class GatePlan:
 
     def __init__(self, fail_under, max_drop, baseline, paired, alpha, config, junit, summary, annotate, *,
                  use_config: bool = True):
-        from robustbench_cli.reports.gate import collect_rules, load_config
+        from robustbench_cli.gate.rules import collect_rules, load_config
         from robustbench_cli.reports.model import load_report
 
         cfg = load_config(config) if use_config else None
@@ -71,7 +71,7 @@ class GatePlan:
         self.annotate = under_github() if annotate is None else annotate
 
     def judge(self, report: dict, report_name: str) -> dict:
-        from robustbench_cli.reports.gate import judge
+        from robustbench_cli.gate.rules import judge
 
         return judge(report, self.rules, baseline=self.baseline,
                      baseline_name=None if self.baseline_path is None else str(self.baseline_path),
@@ -79,7 +79,8 @@ class GatePlan:
 
     def emit(self, verdict: dict, report: dict | None = None) -> None:
         """Files and CI outputs; the console table and the verdict line come last (see :func:`show`)."""
-        from robustbench_cli.reports import gate, junit
+        from robustbench_cli.gate import rules as gate
+        from robustbench_cli.reports import junit
         from robustbench_cli.reports.writers import atomic_write
 
         if self.junit is not None:
@@ -103,6 +104,6 @@ class GatePlan:
 
     @staticmethod
     def show(verdict: dict) -> None:
-        from robustbench_cli.reports.gate import render_console
+        from robustbench_cli.gate.rules import render_console
 
         render_console(verdict, out)

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from robustbench_cli.cli.app import _floats, app, make_progress, user_errors
 from robustbench_cli.cli.ci import Alpha, Annotate, Config, FailUnder, GatePlan, Junit, MaxDrop, Paired, Summary
-from robustbench_cli.errors import UserError
+from robustbench_cli.core.errors import UserError
 
 out = Console(width=None if sys.stdout.isatty() else 150)  # logs and pipes get the whole table
 err = Console(stderr=True)
@@ -108,9 +108,9 @@ def scan(
     """
     from robustbench_cli.reports import check_outputs
     from robustbench_cli.reports.examples import check_folder
-    from robustbench_cli.reports.gate import check_rules_against_threats
-    from robustbench_cli.scan import ScanConfig, parse_duration, parse_threats, scan as run
-    from robustbench_cli.state import state_path_for
+    from robustbench_cli.gate.rules import check_rules_against_threats
+    from robustbench_cli.evaluation.scan import ScanConfig, parse_duration, parse_threats, scan as run
+    from robustbench_cli.evaluation.resume import state_path_for
     from robustbench_cli.targets import TargetOptions
 
     with user_errors(debug):
@@ -219,7 +219,7 @@ def _stopped_line(reason: str, first_report: Path) -> None:
 
 
 def state_path_for_name(report: Path) -> str:
-    from robustbench_cli.state import state_path_for
+    from robustbench_cli.evaluation.resume import state_path_for
 
     return str(state_path_for(report))
 
@@ -253,7 +253,7 @@ def demo(
     """
     from robustbench_cli import zoo
     from robustbench_cli.reports import check_outputs
-    from robustbench_cli.scan import ScanConfig, parse_threats, run_scan
+    from robustbench_cli.evaluation.scan import ScanConfig, parse_threats, run_scan
     from robustbench_cli.targets import TargetOptions
 
     eps = eps or ("0.3" if defences else "0.2")
@@ -296,7 +296,7 @@ def demo(
 def list_attacks():
     """List every attack with the norms it supports and what it needs from a target."""
     from robustbench_cli.attacks import REGISTRY
-    from robustbench_cli.battery import PRESETS
+    from robustbench_cli.evaluation.cascade import PRESETS
     from robustbench_cli.targets.base import Capability
 
     table = Table(title="robust attacks")

@@ -1,6 +1,6 @@
 """Commands that craft attack material: ``robust generator train`` (an AdvGAN perturbation generator for the
 ``generator`` attack) and ``robust surrogate train`` (a substitute model trained on a target's labels, for the
-transfer attacks). The library parts are :mod:`robustbench_cli.advgan` and :mod:`robustbench_cli.substitute`."""
+transfer attacks). The library parts are :mod:`robustbench_cli.training.advgan` and :mod:`robustbench_cli.training.substitute`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from rich.progress import (
 )
 
 from robustbench_cli.cli.app import _floats, app, user_errors
-from robustbench_cli.errors import UserError
+from robustbench_cli.core.errors import UserError
 
 err = Console(stderr=True)
 
@@ -83,7 +83,7 @@ def generator_train(
 
     The generator attacks any number of inputs with one forward pass each: robust scan ... --generator OUT.
     """
-    from robustbench_cli import advgan
+    from robustbench_cli.training import advgan
 
     with user_errors(debug):
         cfg = advgan.GeneratorConfig(
@@ -152,7 +152,7 @@ def surrogate_train(
     Every labelled point is one counted query of MODEL (the card records them); use the result as
     robust scan MODEL ... --surrogate ARCH@OUT.
     """
-    from robustbench_cli import substitute as lib
+    from robustbench_cli.training import substitute as lib
 
     with user_errors(debug):
         cfg = lib.SubstituteConfig(

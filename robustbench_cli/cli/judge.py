@@ -14,7 +14,7 @@ import typer
 from robustbench_cli.cli.app import app, user_errors
 from robustbench_cli.cli.ci import (Alpha, Annotate, Config, FailUnder, GatePlan, Junit, MaxDrop, Paired, Summary, err,
                                     out, writable)
-from robustbench_cli.errors import UserError
+from robustbench_cli.core.errors import UserError
 
 COMPARE_SUFFIXES = (".md", ".json", ".html")
 

@@ -1,5 +1,5 @@
 """``robust train``: train a PyTorch model (standard, PGD, TRADES, logit pairing) or a detector, and write a checkpoint
-with its card. The library part is :mod:`robustbench_cli.train`."""
+with its card. The library part is :mod:`robustbench_cli.training.train`."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from rich.progress import (
 )
 
 from robustbench_cli.cli.app import _floats, app, user_errors
-from robustbench_cli.errors import UserError
+from robustbench_cli.core.errors import UserError
 
 err = Console(stderr=True)
 
@@ -78,7 +78,7 @@ def train_command(
     Modes: standard, pgd (Madry et al. 2018), trades (Zhang et al. 2019), alp (Kannan et al. 2018); the inner attack
     is robust's own PGD. Same seed, same weights (on the same machine and thread count).
     """
-    from robustbench_cli import train as lib
+    from robustbench_cli.training import train as lib
 
     with user_errors(debug):
         if eps is not None and threat is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robustbench_cli.errors import UserError
+from robustbench_cli.core.errors import UserError
 from robustbench_cli.reports.stats import mcnemar_exact, pct, pct_text, signed
 
 FORMAT = "robust-comparison/1"

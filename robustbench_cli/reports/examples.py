@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustbench_cli.errors import UserError
+from robustbench_cli.core.errors import UserError
 from robustbench_cli.reports.writers import writable_parent
 
 INDEX = "index.csv"

@@ -189,7 +189,7 @@ def _summary(report: dict, names: dict[str, str]) -> str:
 
 
 def _gate(verdict: dict) -> str:
-    from robustbench_cli.reports import gate
+    from robustbench_cli.gate import rules as gate
 
     cls = {"pass": "pass", "FAIL": "fail", "n/a": "na"}
     rows = []

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from robustbench_cli import __version__, diagnostics
-from robustbench_cli.errors import UserError
-from robustbench_cli.results import Evaluation, ThreatResult
+from robustbench_cli import __version__
+from robustbench_cli.evaluation import diagnostics
+from robustbench_cli.core.errors import UserError
+from robustbench_cli.core.results import Evaluation, ThreatResult
 
 FORMAT = "robust-report/1"
 _LIBS = ("torch", "onnxruntime", "numpy", "timm", "pandas")

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from robustbench_cli.errors import UserError
+from robustbench_cli.core.errors import UserError
 from robustbench_cli.reports.frames import attacks_frame, summary_frame, transfer_frame
 
 
@@ -81,7 +81,7 @@ def to_markdown(report: dict) -> str:
 
         parts += ["## Comparison", "", comparison_markdown(compare(report), level=3)]
     if report.get("gate"):
-        from robustbench_cli.reports.gate import to_markdown as gate_markdown
+        from robustbench_cli.gate.rules import to_markdown as gate_markdown
 
         parts += [gate_markdown(report["gate"])]
     return "\n".join(parts)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from robustbench_cli.errors import TargetError
+from robustbench_cli.core.errors import TargetError
 from robustbench_cli.targets.base import Capability, LabelOnly, Oracle, ScoresOnly, Target
 
 __all__ = ["Capability", "LabelOnly", "Oracle", "ScoresOnly", "Target", "TargetOptions", "load_target"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustbench_cli.errors import TargetError
+from robustbench_cli.core.errors import TargetError
 
 
 class Capability(enum.Flag):

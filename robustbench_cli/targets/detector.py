@@ -32,7 +32,7 @@ import math
 import numpy as np
 import torch
 
-from robustbench_cli.errors import TargetError, UserError
+from robustbench_cli.core.errors import TargetError, UserError
 from robustbench_cli.targets.base import Capability, Oracle, Target
 
 
@@ -179,8 +179,8 @@ def guard(classifier: Target, detector: Target, clean: torch.Tensor, *, fpr: flo
 # --- in a scan ------------------------------------------------------------------------------------
 def guard_targets(cfg, targets: list[Target], data) -> list[Target]:
     """``robust scan MODEL --detector SPEC``: the classifier alone, then guarded (non-adaptive, adaptive)."""
-    from robustbench_cli.data import load_eval_set
-    from robustbench_cli.errors import DataError
+    from robustbench_cli.core.data import load_eval_set
+    from robustbench_cli.core.errors import DataError
     from robustbench_cli.targets import TargetOptions, load_target
 
     if len(targets) != 1:

@@ -12,7 +12,7 @@ import re
 import numpy as np
 import torch
 
-from robustbench_cli.errors import TargetError
+from robustbench_cli.core.errors import TargetError
 from robustbench_cli.targets.base import Capability, Target, existing_file, file_sha256
 
 _ORT_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robustbench_cli.errors import TargetError, TrustWarning
+from robustbench_cli.core.errors import TargetError, TrustWarning
 from robustbench_cli.targets.base import Capability, Target, existing_file, file_sha256
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "params", "weights")

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from robustbench_cli.errors import TargetError, UserError
+from robustbench_cli.core.errors import TargetError, UserError
 
 CARD_FORMAT = "robust-substitute-card/1"
 
@@ -92,7 +92,7 @@ def check_config(cfg: SubstituteConfig) -> None:
     if cfg.arch.lower().endswith(".onnx"):
         raise TargetError("the substitute needs a PyTorch architecture to train (file.py:Class, package.module:attr or "
                           "timm:NAME), not an ONNX file")
-    from robustbench_cli.advgan import check_out
+    from robustbench_cli.training.advgan import check_out
 
     check_out(cfg.out)
 
@@ -126,11 +126,11 @@ def jacobian_step(forward, x: torch.Tensor, labels: torch.Tensor, lam: float, bo
 def train_substitute(cfg: SubstituteConfig, progress: Progress | None = None):
     """Train the substitute; returns (module, card). Nothing is written: see :func:`save`."""
     from robustbench_cli import __version__
-    from robustbench_cli.advgan import load_training_data
-    from robustbench_cli.battery import check_compatible
+    from robustbench_cli.training.advgan import load_training_data
+    from robustbench_cli.evaluation.cascade import check_compatible
     from robustbench_cli.targets import TargetOptions, load_target, resolve_device
     from robustbench_cli.targets.pytorch import load_torch_target
-    from robustbench_cli.train import trainable_parameters
+    from robustbench_cli.training.train import trainable_parameters
 
     check_config(cfg)
     device = resolve_device(cfg.device)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from robustbench_cli.threat_model import ThreatModel
+from robustbench_cli.core.threat_model import ThreatModel
 
 
 @dataclass

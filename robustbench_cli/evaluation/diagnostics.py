@@ -32,8 +32,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from robustbench_cli.results import Evaluation, ThreatResult
-from robustbench_cli.threat_model import Norm, ThreatModel
+from robustbench_cli.core.results import Evaluation, ThreatResult
+from robustbench_cli.core.threat_model import Norm, ThreatModel
 
 PROBE_ROWS = 64  # clean inputs used by the probes: enough to see a pattern, cheap next to any attack
 REPEAT_TOL = 1e-4  # scores of identical calls may differ by this much, relative to the largest score (at least 1)

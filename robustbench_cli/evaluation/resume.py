@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robustbench_cli.errors import UserError
+from robustbench_cli.core.errors import UserError
 
 VERSION = 1
 

@@ -15,7 +15,7 @@ from fractions import Fraction
 
 import torch
 
-from robustbench_cli.errors import UserError
+from robustbench_cli.core.errors import UserError
 
 
 class Norm(str, enum.Enum):

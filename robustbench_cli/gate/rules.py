@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from robustbench_cli.errors import UserError
+from robustbench_cli.core.errors import UserError
 from robustbench_cli.reports.compare import check_comparable, display_names, paired_counts, same_threat, threat_key
 from robustbench_cli.reports.stats import count_of, decimals, pct, signed, wilson
-from robustbench_cli.threat_model import ThreatModel
+from robustbench_cli.core.threat_model import ThreatModel
 
 EXIT_PASSED, EXIT_FAILED, EXIT_UNJUDGED = 0, 1, 2
 KINDS = ("fail-under", "max-drop")

@@ -41,9 +41,9 @@ from robustbench_cli.attacks.generative import (
     perturbation,
     save_generator,
 )
-from robustbench_cli.data import EvalSet, load_eval_set
-from robustbench_cli.errors import DataError, UserError
-from robustbench_cli.threat_model import ThreatModel
+from robustbench_cli.core.data import EvalSet, load_eval_set
+from robustbench_cli.core.errors import DataError, UserError
+from robustbench_cli.core.threat_model import ThreatModel
 
 
 @dataclass
@@ -93,7 +93,7 @@ def check_out(path: str) -> Path:
 
 def load_training_data(spec: str, *, n, offset, shuffle, seed, layout, scale, exclude: list[str]) -> tuple[EvalSet, list]:
     """The training data, refused when it shares an image with any ``exclude`` (evaluation) data set."""
-    from robustbench_cli.train import check_disjoint
+    from robustbench_cli.training.train import check_disjoint
 
     data = load_eval_set(spec, n=n, offset=offset, shuffle=shuffle, seed=seed, layout=layout, scale=scale)
     if not len(data):
@@ -139,7 +139,7 @@ def margin_loss(z: torch.Tensor, y: torch.Tensor, kappa: float) -> torch.Tensor:
 def train_generator(cfg: GeneratorConfig, progress: Progress | None = None) -> tuple[GeneratorNet, dict]:
     """Train G (and its discriminator) and return G with the file's config (nothing is written: see :func:`save`)."""
     from robustbench_cli.attacks.transfer import Surrogate, describe, load_surrogate
-    from robustbench_cli.battery import check_compatible
+    from robustbench_cli.evaluation.cascade import check_compatible
     from robustbench_cli.targets import TargetOptions, resolve_device
 
     threat = check_config(cfg)

@@ -24,16 +24,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from robustbench_cli import certify as certify_mod
-from robustbench_cli import diagnostics
+from robustbench_cli.evaluation import certify as certify_mod
+from robustbench_cli.evaluation import diagnostics
 from robustbench_cli.attacks import Attack, Goal, create
 from robustbench_cli.attacks.losses import margin
 from robustbench_cli.attacks.rng import SampleRng
-from robustbench_cli.data import EvalSet
-from robustbench_cli.errors import DataError, TargetError, UserError
-from robustbench_cli.results import AttackOutcome, Evaluation, ThreatResult
+from robustbench_cli.core.data import EvalSet
+from robustbench_cli.core.errors import DataError, TargetError, UserError
+from robustbench_cli.core.results import AttackOutcome, Evaluation, ThreatResult
 from robustbench_cli.targets.base import Capability, Oracle, Target
-from robustbench_cli.threat_model import ThreatModel
+from robustbench_cli.core.threat_model import ThreatModel
 
 
 # When an entry runs: always, only on targets without gradients (a query attack adds nothing where exact gradients
@@ -405,7 +405,7 @@ def evaluate(
     """Run the battery on every threat. ``keep_adversarials`` keeps each broken sample's verified candidate.
     ``refuse_randomised``: stop, before any attack, when the probe finds that the same inputs give different
     scores (the scan sets it unless ``--eot`` is on: single-draw gradients of a randomised model mean nothing).
-    ``state`` (a :class:`~robustbench_cli.state.ScanState`): restore the work it holds and record progress in it.
+    ``state`` (a :class:`~robustbench_cli.evaluation.resume.ScanState`): restore the work it holds and record progress in it.
     ``deadline`` (``time.monotonic()``): start no new batch after it. A stop (the deadline, or Ctrl-C during an
     attack) leaves ``Evaluation.stopped`` set and every attack that did not finish marked, never a lost result.
     ``certify``: after the cascade's first attack, certify the samples it left (certify.py) and attack only the
@@ -642,7 +642,7 @@ def _certify(res: ThreatResult, built: tuple, threat: ThreatModel, x_all: torch.
     """Certify the samples still robust (certify.py), a few at a time. ``auto``: stop as soon as fewer than
     CERT_MIN_SHARE of the samples tried so far are certified: a model the bounds cannot prove gets a few samples'
     worth of bounds, then the attacks. A sample certified here is robust; the rest are attacked as usual."""
-    from robustbench_cli.threat_model import Norm
+    from robustbench_cli.core.threat_model import Norm
 
     certifier, reason = built
     if threat.norm is not Norm.LINF:

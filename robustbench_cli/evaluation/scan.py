@@ -13,13 +13,13 @@ from pathlib import Path
 
 import torch
 
-from robustbench_cli.battery import Progress, check_compatible, evaluate, get_battery, with_eot
-from robustbench_cli.data import load_eval_set
-from robustbench_cli.errors import UserError
+from robustbench_cli.evaluation.cascade import Progress, check_compatible, evaluate, get_battery, with_eot
+from robustbench_cli.core.data import load_eval_set
+from robustbench_cli.core.errors import UserError
 from robustbench_cli.reports import build_report
-from robustbench_cli.state import ScanState, fingerprint
+from robustbench_cli.evaluation.resume import ScanState, fingerprint
 from robustbench_cli.targets import TargetOptions, load_target
-from robustbench_cli.threat_model import ThreatModel
+from robustbench_cli.core.threat_model import ThreatModel
 
 
 @dataclass
@@ -52,7 +52,7 @@ class ScanConfig:
     detector_fpr: float | None = None  # default 0.05 when no threshold is given
     detector_threshold: float | None = None
     detector_calibration: str | None = None  # clean data for the threshold; default the evaluated data
-    # --resume / --time-budget: the state file keeps per-sample progress (robustbench_cli.state)
+    # --resume / --time-budget: the state file keeps per-sample progress (robustbench_cli.evaluation.resume)
     state_path: str | None = None  # None: no state file is kept
     resume: bool = False
     time_budget: float | None = None  # seconds; no new batch starts once it is spent
@@ -80,7 +80,7 @@ def _transfer_battery(cfg: ScanConfig, battery, targets, data):
     """Load the surrogates and generators and put their entries up front; each must fit the data and the targets'
     classes before the first attack starts."""
     from robustbench_cli.attacks.transfer import load_surrogate
-    from robustbench_cli.battery import with_transfer
+    from robustbench_cli.evaluation.cascade import with_transfer
 
     surrogates = [load_surrogate(s, cfg.surrogate_options) for s in cfg.surrogates]
     for s in surrogates:
