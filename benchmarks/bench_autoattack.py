@@ -267,7 +267,7 @@ def run_autoattack(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
 
 
 def run_robust(target, ev, threat, battery, bs: int, seed: int):
-    from robustbench_cli.evaluation.cascade import evaluate
+    from robustbench_cli.evaluation import evaluate
 
     t0 = time.perf_counter()
     out = evaluate(target, ev, [threat], battery, seed=seed, batch_size=bs)
@@ -293,7 +293,7 @@ def main(argv=None) -> int:
     except ImportError:
         print("bench_autoattack: needs pyautoattack; install it with  pip install -e \".[bench]\"", file=sys.stderr)
         return 2
-    from robustbench_cli.evaluation.cascade import get_battery
+    from robustbench_cli.evaluation import get_battery
     from robustbench_cli.core.threat_model import ThreatModel
 
     shared = Path(args.shared).expanduser()

@@ -138,7 +138,7 @@ def main(argv=None) -> int:
                   "or pass --aa-n 0", file=sys.stderr)
             return 2
     from robustbench_cli import zoo
-    from robustbench_cli.evaluation.cascade import get_battery
+    from robustbench_cli.evaluation import get_battery
     from robustbench_cli.core.data import load_eval_set
     from robustbench_cli.core.threat_model import ThreatModel
 

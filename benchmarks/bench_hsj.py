@@ -106,7 +106,7 @@ def main(argv=None) -> int:
 
     logging.getLogger("art").setLevel(logging.ERROR)
 
-    from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+    from robustbench_cli.evaluation import Battery, Entry, evaluate
     from robustbench_cli.targets.base import LabelOnly
     from robustbench_cli.core.threat_model import ThreatModel
 

@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     from robustbench_cli.attacks import Goal
     from robustbench_cli.attacks.pgd import PGD
     from robustbench_cli.attacks.rng import SampleRng
-    from robustbench_cli.evaluation.cascade import Battery, Entry, check_compatible, evaluate
+    from robustbench_cli.evaluation import Battery, Entry, check_compatible, evaluate
     from robustbench_cli.core.data import load_eval_set
     from robustbench_cli.targets import TargetOptions, load_target
     from robustbench_cli.targets.base import Oracle

@@ -83,7 +83,7 @@ def main(argv=None) -> int:
         print(f"bench_square: needs the bench extra ({e}); pip install -e \".[bench]\"", file=sys.stderr)
         return 2
 
-    from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+    from robustbench_cli.evaluation import Battery, Entry, evaluate
     from robustbench_cli.core.threat_model import ThreatModel
 
     shared = Path(args.shared).expanduser()

@@ -164,7 +164,7 @@ def main(argv=None) -> int:
     threads = C.set_threads(args.threads)
     shared = Path(args.shared)
     from robustbench_cli.attacks.transfer import load_surrogate
-    from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+    from robustbench_cli.evaluation import Battery, Entry, evaluate
     from robustbench_cli.core.data import EvalSet, load_eval_set
     from robustbench_cli.targets import TargetOptions
     from robustbench_cli.core.threat_model import ThreatModel

@@ -11,7 +11,7 @@ from torch import nn
 from robustbench_cli.attacks import create
 from robustbench_cli.attacks.apgd import checkpoints, dlr
 from robustbench_cli.attacks.base import Goal
-from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.core.data import EvalSet
 from robustbench_cli.targets.pytorch import TorchTarget
 from robustbench_cli.core.threat_model import Norm, ThreatModel

@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 from robustbench_cli.attacks import REGISTRY, Attack, Goal, create
 from robustbench_cli.attacks.base import register
 from robustbench_cli.attacks.rng import SampleRng
-from robustbench_cli.evaluation.cascade import PRESETS, WHEN, Battery, Entry, _verify, evaluate
+from robustbench_cli.evaluation import PRESETS, Battery, Entry, evaluate
+from robustbench_cli.evaluation.harness import verify
+from robustbench_cli.evaluation.presets import WHEN
 from robustbench_cli.evaluation.diagnostics import check
 from robustbench_cli.reports import build_report
 from robustbench_cli.reports.writers import to_csv
@@ -323,8 +325,8 @@ def test_verified_candidates_lie_in_ball_and_box(seed, d, k, norm, eps, attack, 
     oracle = Oracle(target, len(x0), budget=budget - 1)
     cand = create(attack).run(oracle, x0, goal, th, SampleRng(seed, attack, data.ids))
     oracle.budget = budget
-    rows = torch.arange(len(x0))
-    success, pred, verified, _ = _verify(oracle, target, th, cand, x0, goal, rows)
+    v = verify(oracle, target, th, cand, x0, goal)
+    success, pred, verified = v.success, v.pred, v.candidate
     _check_candidates(stub, th, verified, x0, goal, success, pred)
     assert (oracle.used <= budget).all()
 
@@ -509,7 +511,7 @@ def _found_but_lost(attack: str, params: dict, th: ThreatModel, seed: int = 0) -
     stub.detect_output_kind(stub.scores(x0))
     spy = _SpyOracle(stub, x0, goal, th)
     cand = create(attack, **params).run(spy, x0, goal, th, SampleRng(0, attack, data.ids))
-    success, _, _, _ = _verify(spy, stub, th, cand, x0, goal, torch.arange(len(x0)))
+    success = verify(spy, stub, th, cand, x0, goal).success
     return int(spy.saw_adversarial.sum()), (spy.saw_adversarial & ~success).nonzero().squeeze(1).tolist()
 
 

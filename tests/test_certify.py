@@ -223,7 +223,7 @@ def _target(net, **kw):
 
 
 def _battery(certify=True):
-    from robustbench_cli.evaluation.cascade import Battery, Entry
+    from robustbench_cli.evaluation import Battery, Entry
 
     return Battery("t", 1, [Entry("pgd", "pgd", {"steps": 10}), Entry("apgd-ce", "apgd-ce", {"steps": 20}),
                             Entry("square", "square", {"max_queries": 200}),
@@ -234,7 +234,7 @@ def _battery(certify=True):
 def test_certificates_change_the_work_not_the_verdicts(threat):
     """Same per-sample verdicts with and without certificates (per-sample random streams); no attack after the first
     tries a certified sample; every certified sample is robust; the certified accuracy is at most the robust one."""
-    from robustbench_cli.evaluation.cascade import evaluate
+    from robustbench_cli.evaluation import evaluate
     from robustbench_cli.core.threat_model import ThreatModel
 
     torch.set_num_threads(1)
@@ -258,7 +258,7 @@ def test_certificates_change_the_work_not_the_verdicts(threat):
 def test_linear_model_certified_equals_exact_robust_accuracy():
     """On an affine model the certificate is exact: certified accuracy, robust accuracy under the attacks and the
     analytic robust accuracy all agree (the lower and upper bounds meet)."""
-    from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+    from robustbench_cli.evaluation import Battery, Entry, evaluate
     from robustbench_cli.core.threat_model import ThreatModel
 
     torch.set_num_threads(1)
@@ -291,25 +291,25 @@ def test_auto_mode_stops_where_the_bounds_prove_too_little(monkeypatch):
     """The preset's setting certifies a first few samples and goes on only while at least CERT_MIN_SHARE of those
     tried are certified: asked for more than it can get, it stops after the first few and attacks the rest.
     --certify (True) certifies every sample the first attack leaves. Same verdicts in both runs."""
-    from robustbench_cli.evaluation import cascade as bat
     from robustbench_cli.core.threat_model import ThreatModel
+    from robustbench_cli.evaluation import evaluate
 
     torch.set_num_threads(1)
     data = _digits()
     t = _target(_trained_mlp(data, hidden=64))
     th = ThreatModel.parse("linf:0.15")  # PGD-10 leaves ~40 samples, the bounds certify a few of them
-    monkeypatch.setattr(bat, "CERT_MIN_SHARE", 1.01)
-    auto = bat.evaluate(t, data, [th], _battery(certify=True)).results[0]
+    monkeypatch.setattr(B, "CERT_MIN_SHARE", 1.01)
+    auto = evaluate(t, data, [th], _battery(certify=True)).results[0]
     left = int(auto.attacks[0].attempted - auto.attacks[0].broken)
-    assert left > bat.CERT_FIRST + bat.CERT_CHUNK
+    assert left > B.CERT_FIRST + B.CERT_CHUNK
     c = auto.certificate
-    assert c["attempted"] == bat.CERT_FIRST and "the rest were attacked" in c["stopped"]
-    every = bat.evaluate(t, data, [th], _battery(certify=False), certify=True).results[0]
+    assert c["attempted"] == B.CERT_FIRST and "the rest were attacked" in c["stopped"]
+    every = evaluate(t, data, [th], _battery(certify=False), certify=True).results[0]
     assert every.certificate["attempted"] == left and every.certificate["stopped"] is None
     assert every.certificate["certified"] > 0
     assert np.array_equal(auto.robust, every.robust) and np.array_equal(auto.adv_pred, every.adv_pred)
-    monkeypatch.setattr(bat, "CERT_MIN_SHARE", 0.0)  # never stops: the same as --certify
-    goes_on = bat.evaluate(t, data, [th], _battery(certify=True)).results[0].certificate
+    monkeypatch.setattr(B, "CERT_MIN_SHARE", 0.0)  # never stops: the same as --certify
+    goes_on = evaluate(t, data, [th], _battery(certify=True)).results[0].certificate
     assert {**goes_on, "seconds": 0} == {**every.certificate, "seconds": 0}
 
 
@@ -350,7 +350,7 @@ def test_for_target_refuses_what_it_cannot_certify_and_folds_normalisation():
 
 
 def test_max_pool_nets_get_ibp_and_the_report_says_so(tmp_path):
-    from robustbench_cli.evaluation.cascade import evaluate
+    from robustbench_cli.evaluation import evaluate
     from robustbench_cli.reports.model import build_report
     from robustbench_cli.core.threat_model import ThreatModel
 
@@ -373,7 +373,7 @@ def test_max_pool_nets_get_ibp_and_the_report_says_so(tmp_path):
 def test_a_resumed_scan_keeps_its_certificates(tmp_path):
     """The state file carries the certified flags and the certificate's record: a resumed run restores them (same
     record, seconds included: nothing certified twice) and gives the same verdicts."""
-    from robustbench_cli.evaluation.cascade import evaluate
+    from robustbench_cli.evaluation import evaluate
     from robustbench_cli.evaluation.resume import ScanState
     from robustbench_cli.core.threat_model import ThreatModel
 
@@ -393,7 +393,7 @@ def test_a_wrong_certificate_is_flagged_by_the_noise_yardstick(monkeypatch):
     """Plant a certifier that claims every sample: the later attacks skip them, but the noise yardstick still draws
     on every clean-correct sample, its breaks count, and the certificate-sound check fails and says what to do."""
     from robustbench_cli.evaluation import diagnostics
-    from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+    from robustbench_cli.evaluation import Battery, Entry, evaluate
     from robustbench_cli.core.threat_model import ThreatModel
 
     torch.set_num_threads(1)
@@ -477,7 +477,7 @@ def test_square_restarts_only_add_breaks_and_keep_to_the_budget():
 def test_the_undecided_entry_spends_only_what_the_certificates_spared():
     """standard's square-undecided runs on the samples neither broken nor certified, when there are certificates and
     its work (undecided x restarts) is at most the certified count; otherwise it is skipped with the reason."""
-    from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+    from robustbench_cli.evaluation import Battery, Entry, evaluate
     from robustbench_cli.core.threat_model import ThreatModel
 
     torch.set_num_threads(1)
@@ -505,7 +505,7 @@ def test_best_margin_is_measured_by_the_harness_on_the_verified_candidates(tempo
     harness verified, on the model's own scores: for a 'attack' that returns the clean images it is the clean margin
     exactly; after a real attack it is positive where the sample broke and negative where it held."""
     from robustbench_cli.attacks import Attack
-    from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+    from robustbench_cli.evaluation import Battery, Entry, evaluate
     from robustbench_cli.targets.base import Capability
     from robustbench_cli.core.threat_model import ThreatModel
 
@@ -546,7 +546,7 @@ def test_a_closest_entry_runs_on_the_undecided_samples_nearest_to_breaking():
     entries before it (ties to the earlier sample); it only adds breaks, and its share shows in the battery config."""
     import math
 
-    from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+    from robustbench_cli.evaluation import Battery, Entry, evaluate
     from robustbench_cli.core.threat_model import ThreatModel
 
     torch.set_num_threads(1)
@@ -574,7 +574,7 @@ def test_a_closest_entry_runs_on_the_undecided_samples_nearest_to_breaking():
 def test_standard_ends_with_restarts_on_the_closest_samples():
     """standard@3: APGD-CE x10 on the closest 3% and Square x3 on the closest 1% of the undecided samples, after
     every other attack of the cascade."""
-    from robustbench_cli.evaluation.cascade import get_battery
+    from robustbench_cli.evaluation import get_battery
 
     bat = get_battery("standard")
     assert bat.id == "standard@3"

@@ -13,7 +13,7 @@ from torch import nn
 
 from robustbench_cli.attacks import Attack
 from robustbench_cli.attacks.base import Goal
-from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.core.data import EvalSet
 from robustbench_cli.targets.base import Capability, Oracle, ScoresOnly
 from robustbench_cli.targets.detector import (

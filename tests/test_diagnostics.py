@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from linear_truth import linear_module, random_linear_problem
-from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.evaluation.diagnostics import check_cascade, check_target
 from robustbench_cli.core.results import AttackOutcome, ThreatResult
 from robustbench_cli.targets.base import LabelOnly, ScoresOnly

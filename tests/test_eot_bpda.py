@@ -25,7 +25,7 @@ from linear_truth import exact_min_linf
 
 from robustbench_cli.attacks import Goal
 from robustbench_cli.attacks.gradients import Autograd
-from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate, with_eot
+from robustbench_cli.evaluation import Battery, Entry, evaluate, with_eot
 from robustbench_cli.core.data import EvalSet
 from robustbench_cli.evaluation.diagnostics import check_cascade, check_target
 from robustbench_cli.core.errors import TargetError, UserError

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustbench_cli.evaluation.cascade import Battery, Entry, PRESETS, evaluate
+from robustbench_cli.evaluation import Battery, Entry, PRESETS, evaluate
 from robustbench_cli.core.data import EvalSet
 from robustbench_cli.targets.pytorch import TorchTarget
 from robustbench_cli.core.threat_model import ThreatModel

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from report_factory import synthetic_report, tiny_cli_files
-from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.core.data import EvalSet
 from robustbench_cli.reports.examples import check_examples, image_array, quantise, select
 from robustbench_cli.reports.model import report_schema

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from robustbench_cli import zoo
-from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.core.data import load_eval_set
 from robustbench_cli.targets.pytorch import TorchTarget
 from robustbench_cli.core.threat_model import Norm, ThreatModel

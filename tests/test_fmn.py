@@ -18,7 +18,7 @@ from torch import nn
 
 from robustbench_cli.attacks import REGISTRY, Attack, Goal, create
 from robustbench_cli.attacks.rng import SampleRng
-from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.core.data import EvalSet
 from robustbench_cli.core.errors import UserError
 from robustbench_cli.targets.base import Oracle

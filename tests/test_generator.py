@@ -15,7 +15,7 @@ import torch
 from robustbench_cli import zoo
 from robustbench_cli.training.advgan import GeneratorConfig, save, train_generator
 from robustbench_cli.attacks.generative import FORMAT, GeneratorAttack, load_generator
-from robustbench_cli.evaluation.cascade import evaluate, get_battery, with_transfer
+from robustbench_cli.evaluation import evaluate, get_battery, with_transfer
 from robustbench_cli.core.data import load_eval_set
 from robustbench_cli.core.errors import TargetError
 from robustbench_cli.targets import TargetOptions, load_target

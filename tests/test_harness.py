@@ -7,7 +7,7 @@ from torch import nn
 
 from robustbench_cli import zoo
 from robustbench_cli.attacks import Attack
-from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.core.data import EvalSet, load_eval_set
 from robustbench_cli.core.errors import TargetError
 from robustbench_cli.targets import TargetOptions, load_target
@@ -142,7 +142,7 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_results():
     per-sample results equal those of --batch-size 8 (per-sample random streams)."""
     import torch as _torch
 
-    from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+    from robustbench_cli.evaluation import Battery, Entry, evaluate
     from robustbench_cli.targets.pytorch import TorchTarget
     from robustbench_cli.core.threat_model import ThreatModel
 

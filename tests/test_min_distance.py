@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from robustbench_cli.attacks import REGISTRY, Attack
-from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.reports.model import build_report, epsilon_curve, report_schema
 from robustbench_cli.targets.base import Capability
 from robustbench_cli.core.threat_model import Norm, ThreatModel

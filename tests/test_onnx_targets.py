@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from robustbench_cli import zoo
-from robustbench_cli.evaluation.cascade import check_compatible, evaluate, get_battery
+from robustbench_cli.evaluation import check_compatible, evaluate, get_battery
 from robustbench_cli.core.data import EvalSet, load_eval_set
 from robustbench_cli.core.errors import DataError, TargetError
 from robustbench_cli.targets import TargetOptions, load_target

@@ -6,7 +6,7 @@ import pytest
 
 from linear_truth import exact_min_l2_binary, linear_module, random_linear_problem
 from robustbench_cli import zoo
-from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.core.data import load_eval_set
 from robustbench_cli.targets import TargetOptions, load_target
 from robustbench_cli.targets.pytorch import TorchTarget

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from robustbench_cli.evaluation.cascade import PRESETS, Battery, Entry, evaluate
+from robustbench_cli.evaluation import PRESETS, Battery, Entry, evaluate
 from robustbench_cli.reports import build_report
 from robustbench_cli.targets.base import LabelOnly
 from robustbench_cli.core.threat_model import ThreatModel

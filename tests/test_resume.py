@@ -194,21 +194,21 @@ def test_same_seed_same_results_whatever_the_batch_size(tmp_path, run_cli):
 def test_a_ctrl_c_while_a_batch_is_recorded_waits_for_the_recording_then_stops():
     import os
 
-    from robustbench_cli.evaluation import cascade as B
+    from robustbench_cli.evaluation import interrupts as B
 
     old = signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        B._hold_ctrl_c(True)
+        B.hold(True)
         os.kill(os.getpid(), signal.SIGINT)  # lands in the bookkeeping: noted, not raised
         time.sleep(0.01)
-        assert B._CTRL_C["pending"] is True
-        assert B._release_ctrl_c() is True  # letting go is the stop
-        assert B._CTRL_C == {"held": False, "pending": False}
-        assert B._release_ctrl_c() is False  # taken once
+        assert B._STATE["pending"] is True
+        assert B.release() is True  # letting go is the stop
+        assert B._STATE == {"held": False, "pending": False}
+        assert B.release() is False  # taken once
         with pytest.raises(KeyboardInterrupt):  # nothing held: Python's own behaviour
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.01)
     finally:
-        B._CTRL_C.update(held=False, pending=False)
+        B._STATE.update(held=False, pending=False)
         signal.signal(signal.SIGINT, old)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from conftest import shared_path
-from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.core.data import load_eval_set
 from robustbench_cli.targets import TargetOptions, load_target
 from robustbench_cli.core.threat_model import ThreatModel

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from robustbench_cli import zoo
-from robustbench_cli.evaluation.cascade import PRESETS, check_compatible, evaluate
+from robustbench_cli.evaluation import PRESETS, check_compatible, evaluate
 from robustbench_cli.core.data import EvalSet, load_eval_set
 from robustbench_cli.core.errors import TargetError
 from robustbench_cli.targets import TargetOptions, load_target

@@ -18,7 +18,7 @@ from robustbench_cli.attacks import Goal, create
 from robustbench_cli.attacks.gradients import Autograd
 from robustbench_cli.attacks.rng import SampleRng
 from robustbench_cli.attacks.transfer import InputDiversity, load_surrogate, split_spec
-from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate, get_battery, with_transfer
+from robustbench_cli.evaluation import Battery, Entry, evaluate, get_battery, with_transfer
 from robustbench_cli.core.data import load_eval_set
 from robustbench_cli.core.errors import TargetError, UserError
 from robustbench_cli.targets import TargetOptions, load_target

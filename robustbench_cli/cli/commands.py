@@ -296,7 +296,7 @@ def demo(
 def list_attacks():
     """List every attack with the norms it supports and what it needs from a target."""
     from robustbench_cli.attacks import REGISTRY
-    from robustbench_cli.evaluation.cascade import PRESETS
+    from robustbench_cli.evaluation import PRESETS
     from robustbench_cli.targets.base import Capability
 
     table = Table(title="robust attacks")

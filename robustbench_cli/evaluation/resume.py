@@ -26,8 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from robustbench_cli.core.errors import UserError
+from robustbench_cli.core.results import AttackOutcome, ThreatResult
 
 VERSION = 1
+# the per-sample arrays of a ThreatResult a state keeps (broken_by is kept as indices into the attack labels)
+RESULT_ARRAYS = ("robust", "adv_pred", "distance", "queries", "queries_at_break", "min_distance", "adversarial",
+                 "certified", "best_margin")
 
 
 def state_path_for(report: Path) -> Path:
@@ -110,3 +114,49 @@ class ScanState:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+    # --- one (target, threat) at a time --------------------------------------------------------------
+    def restore(self, unit: str, res: ThreatResult, labels: list[str]) -> dict | None:
+        """Put a saved (target, threat) back into ``res``; the saved arrays, or None when nothing is saved."""
+        saved = self.get(unit)
+        if saved is None:
+            return None
+        if [str(v) for v in saved["labels"]] != labels:
+            raise UserError(f"--resume: the state's attacks for {unit} ({', '.join(map(str, saved['labels']))}) are "
+                            f"not this battery's ({', '.join(labels)})")
+        for name in RESULT_ARRAYS:
+            if name in saved and getattr(res, name) is not None:
+                getattr(res, name)[...] = saved[name]
+        res.broken_by = [labels[c] if c >= 0 else None for c in saved["broken_by"].tolist()]
+        if "certificate" in saved:
+            res.certificate = json.loads(str(saved["certificate"]))
+        return saved
+
+    def record(self, unit: str, res: ThreatResult, labels: list[str], j: int, outcome: AttackOutcome | None,
+               seconds: float, *, force: bool = False) -> None:
+        """Save the (target, threat)'s progress: ``j`` attacks finished, and ``outcome``'s partial work if given."""
+        old = self.get(unit) or {}
+        arrays = {k: v for k, v in old.items() if k.startswith("e")}  # earlier attacks' records stay
+        arrays.update({name: getattr(res, name).copy() for name in RESULT_ARRAYS if getattr(res, name) is not None})
+        arrays["broken_by"] = np.array([labels.index(b) if b is not None else -1 for b in res.broken_by],
+                                       dtype=np.int64)
+        arrays["labels"] = np.array(labels)
+        arrays["entries_done"] = np.array(j if outcome is None else int(old.get("entries_done", 0)))
+        if res.certificate is not None:
+            arrays["certificate"] = np.array(json.dumps(res.certificate))
+        if outcome is not None:
+            arrays[f"e{j}/attempted"] = outcome.attempted_mask.copy()
+            arrays[f"e{j}/done"] = outcome.done_mask.copy()
+            arrays[f"e{j}/broken"] = outcome.broken_mask.copy()
+            arrays[f"e{j}/queries"] = outcome.queries.copy()
+            arrays[f"e{j}/meta"] = np.array([outcome.broken, seconds], dtype=np.float64)
+        self.put(unit, arrays, force=force)
+
+    def resume_outcome(self, saved: dict | None, j: int, outcome: AttackOutcome) -> float | None:
+        """Restore the ``j``-th attack's partial work into ``outcome``; its seconds so far, or None if none saved."""
+        if saved is None or f"e{j}/attempted" not in saved:
+            return None
+        for name in ("attempted_mask", "done_mask", "broken_mask", "queries"):
+            getattr(outcome, name)[:] = saved[f"e{j}/{name.replace('_mask', '')}"]
+        outcome.broken = int(saved[f"e{j}/meta"][0])
+        return float(saved[f"e{j}/meta"][1])

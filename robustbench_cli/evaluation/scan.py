@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from robustbench_cli.evaluation.cascade import Progress, check_compatible, evaluate, get_battery, with_eot
+from robustbench_cli.evaluation import Progress, check_compatible, evaluate, get_battery, with_eot
 from robustbench_cli.core.data import load_eval_set
 from robustbench_cli.core.errors import UserError
 from robustbench_cli.reports import build_report
@@ -80,7 +80,7 @@ def _transfer_battery(cfg: ScanConfig, battery, targets, data):
     """Load the surrogates and generators and put their entries up front; each must fit the data and the targets'
     classes before the first attack starts."""
     from robustbench_cli.attacks.transfer import load_surrogate
-    from robustbench_cli.evaluation.cascade import with_transfer
+    from robustbench_cli.evaluation import with_transfer
 
     surrogates = [load_surrogate(s, cfg.surrogate_options) for s in cfg.surrogates]
     for s in surrogates:

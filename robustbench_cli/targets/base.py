@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustbench_cli.core.errors import TargetError
+from robustbench_cli.core.errors import DataError, TargetError
 
 
 class Capability(enum.Flag):
@@ -99,6 +99,41 @@ class Target(ABC):
             return s.clamp_min(1e-30).log()
         return s
 
+    # --- what the harness asks of every target --------------------------------------------------------
+    has_detector: bool = False  # a classifier guarded by a detector (targets/detector.py): it may reject inputs
+
+    def rejects(self, x: torch.Tensor) -> torch.Tensor:
+        """Per input, whether the target refuses to answer it (a detector flagged it): never a success there. The
+        answer comes with the query already counted; a plain target rejects nothing."""
+        return torch.zeros(len(x), dtype=torch.bool, device=x.device)
+
+    def attack_oracle(self, n: int, goal, *, budget: int | None = None) -> "Oracle":
+        """The counted view the attacks get of a batch of ``n`` samples with their ``goal``."""
+        return Oracle(self, n, budget=budget)
+
+    def bind(self, sample_shape: tuple[int, ...], probe: torch.Tensor, data_name: str = "") -> None:
+        """Settle what the target needs to know of its inputs before any attack: refuse a shape it cannot take, and
+        learn the number of classes from one query of ``probe`` (a data row) when loading could not read it. Done
+        once per shape; a second call with the same shape costs nothing."""
+        if self._bound == tuple(sample_shape):
+            return
+        if not self.accepts(sample_shape):
+            raise DataError(f"data {data_name} has inputs of shape {'x'.join(map(str, sample_shape))} "
+                            f"but the model {self.name} takes {self.expected_shape_text()}")
+        self._check_channels(sample_shape)
+        if self.num_classes is None:
+            try:
+                self.num_classes = int(self.scores(probe[:1].to(self.device)).shape[1])
+            except RuntimeError as e:
+                msg = str(e).strip().splitlines()[0]
+                raise DataError(f"the model {self.name} rejects inputs of shape {tuple(sample_shape)}: {msg}") from None
+        self._bound = tuple(sample_shape)
+
+    _bound: tuple[int, ...] | None = None
+
+    def _check_channels(self, sample_shape: tuple[int, ...]) -> None:
+        """Refuse inputs whose channels the target's own preprocessing cannot take (PyTorch targets' --mean/--std)."""
+
     # --- shape checks -----------------------------------------------------------------------------
     def accepts(self, sample_shape: tuple[int, ...]) -> bool:
         if self.flat_dim is not None:
@@ -145,6 +180,10 @@ class _View(Target):
         self.input_shape, self.flat_dim = inner.input_shape, inner.flat_dim
         self.num_classes, self.sha256 = inner.num_classes, inner.sha256
         self.details = {**inner.details, "access": self.access}
+
+    def bind(self, sample_shape: tuple[int, ...], probe: torch.Tensor, data_name: str = "") -> None:
+        self.inner.bind(sample_shape, probe, data_name)
+        self.num_classes = self.inner.num_classes
 
 
 class ScoresOnly(_View):

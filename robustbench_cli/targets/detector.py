@@ -70,6 +70,7 @@ class DetectorTarget(Target):
     """``classifier`` guarded by ``detector`` at ``threshold``; the harness-facing scores are the classifier's."""
 
     kind = "detector"
+    has_detector = True
 
     def __init__(self, classifier: Target, detector: Target, threshold: float, *, adaptive: bool = False,
                  details: dict | None = None):
@@ -93,6 +94,10 @@ class DetectorTarget(Target):
         self.details = {**classifier.details, "classifier": classifier.name, "detector": detector.name,
                         "detector_sha256": detector.sha256, "threshold": self.threshold, "adaptive": adaptive,
                         **(details or {})}
+
+    def bind(self, sample_shape, probe, data_name: str = "") -> None:
+        self.classifier.bind(sample_shape, probe, data_name)
+        self.num_classes = self.classifier.num_classes
 
     # the harness's view and the non-adaptive attacker's: the classifier
     def _scores_batch(self, x):

@@ -165,8 +165,3 @@ class OnnxTarget(Target):
                 parts.append(self._run(chunk)[: min(fb, len(a) - i)])
             out = np.concatenate(parts)
         return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
-
-    def ensure_num_classes(self, sample_shape: tuple[int, ...]) -> None:
-        if self.num_classes is None:
-            probe = torch.zeros((1, *sample_shape))
-            self.num_classes = int(self._scores_batch(probe).shape[1])

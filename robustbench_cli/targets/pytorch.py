@@ -78,6 +78,10 @@ class TorchTarget(Target):
             p.requires_grad_(False)
         self.details = {"mean": None if mean is None else list(map(float, mean)), "std": None if std is None else list(map(float, std))}
 
+    def _check_channels(self, sample_shape: tuple[int, ...]) -> None:
+        if self.preprocess is not None and len(sample_shape) == 3:
+            self.preprocess.check_channels(sample_shape[0])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.preprocess is not None:
             x = self.preprocess(x)

@@ -139,7 +139,7 @@ def margin_loss(z: torch.Tensor, y: torch.Tensor, kappa: float) -> torch.Tensor:
 def train_generator(cfg: GeneratorConfig, progress: Progress | None = None) -> tuple[GeneratorNet, dict]:
     """Train G (and its discriminator) and return G with the file's config (nothing is written: see :func:`save`)."""
     from robustbench_cli.attacks.transfer import Surrogate, describe, load_surrogate
-    from robustbench_cli.evaluation.cascade import check_compatible
+    from robustbench_cli.evaluation import check_compatible
     from robustbench_cli.targets import TargetOptions, resolve_device
 
     threat = check_config(cfg)

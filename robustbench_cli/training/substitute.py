@@ -127,7 +127,7 @@ def train_substitute(cfg: SubstituteConfig, progress: Progress | None = None):
     """Train the substitute; returns (module, card). Nothing is written: see :func:`save`."""
     from robustbench_cli import __version__
     from robustbench_cli.training.advgan import load_training_data
-    from robustbench_cli.evaluation.cascade import check_compatible
+    from robustbench_cli.evaluation import check_compatible
     from robustbench_cli.targets import TargetOptions, load_target, resolve_device
     from robustbench_cli.targets.pytorch import load_torch_target
     from robustbench_cli.training.train import trainable_parameters

@@ -299,7 +299,7 @@ def _subset(data: EvalSet, n: int, seed: int) -> EvalSet:
 def heldout_check(module: nn.Module, net, data: EvalSet, threat: ThreatModel, *, steps: int, n: int, seed: int,
                   batch_size: int = 256) -> dict:
     """Clean and robust accuracy of a frozen copy of ``module``, with PGD-``steps`` run and verified by the harness."""
-    from robustbench_cli.evaluation.cascade import Battery, Entry, evaluate
+    from robustbench_cli.evaluation import Battery, Entry, evaluate
     from robustbench_cli.targets.pytorch import TorchTarget
 
     frozen = TorchTarget(copy.deepcopy(module), net.name, num_classes=net.num_classes, device=net.device)
@@ -316,7 +316,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None, on_epoch: Callable
           on_start: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``cfg.model`` and return it with its card (nothing is written: see :func:`save`). ``on_start`` gets a
     line saying what will be trained, once every input has been checked."""
-    from robustbench_cli.evaluation.cascade import check_compatible
+    from robustbench_cli.evaluation import check_compatible
     from robustbench_cli.targets import resolve_device
 
     check_config(cfg)
