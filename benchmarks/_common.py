@@ -284,7 +284,7 @@ def build_model(name: str, shared: Path, *, peer_backend: str = "torch", static_
         module = ResNet20()
         module.load_akamaster(weights)
     module.eval()
-    from robustbench_cli.targets.base import file_sha256
+    from robustbench_cli.core.io import file_sha256
 
     tag = f"{name}-{file_sha256(weights)[:12]}-{'b1' if static_batch1 else 'dyn'}.onnx"
     onnx_path = export_onnx(module, shape, cache_dir() / tag, dynamic=not static_batch1)

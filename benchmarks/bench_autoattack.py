@@ -160,7 +160,7 @@ class Net(nn.Module):
 
 
 def build_target(name: str, shared: Path, batch_size: int):
-    from robustbench_cli.targets import TargetOptions, load_target
+    from robustbench_cli.targets import TargetSpec, load_target
     from robustbench_cli.targets.pytorch import TorchTarget
 
     m = MODELS[name]
@@ -172,8 +172,7 @@ def build_target(name: str, shared: Path, batch_size: int):
         module.load_akamaster(weights)
         return TorchTarget(module, f"resnet20:{m.file}", num_classes=10, batch_size=batch_size,
                            device=torch.device("cpu"))
-    return load_target(f"{C.ARCH}:{m.arch}", TargetOptions(
-        weights=str(weights), weights_key=m.weights_key, mean=m.mean, std=m.std, batch_size=batch_size, device="cpu"))
+    return load_target(TargetSpec(f"{C.ARCH}:{m.arch}", weights=str(weights), weights_key=m.weights_key, mean=m.mean, std=m.std, batch_size=batch_size, device="cpu"))
 
 
 def bound_layers(name: str, target) -> list[nn.Module] | None:

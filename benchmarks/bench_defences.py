@@ -69,9 +69,9 @@ def zoo_row(name: str, weights: Path, ev, threat, battery, args, aa_n: int) -> d
     from bench_autoattack import predict, run_autoattack, run_robust
 
     from robustbench_cli import zoo
-    from robustbench_cli.targets import TargetOptions, load_target
+    from robustbench_cli.targets import TargetSpec, load_target
 
-    target = load_target(zoo.SPEC, TargetOptions(weights=str(weights), device="cpu"))
+    target = load_target(TargetSpec(zoo.SPEC, weights=str(weights), device="cpu"))
     res, seconds = run_robust(target, ev, threat, battery, args.batch_size, args.seed)
     card = _card(weights)
     row = {"checkpoint": name, "weights": weights.name, "n": res.n, "clean_accuracy": res.clean_accuracy,
@@ -100,24 +100,29 @@ def zoo_row(name: str, weights: Path, ev, threat, battery, args, aa_n: int) -> d
 
 def detector_rows(data: str, args) -> dict:
     from robustbench_cli import zoo
-    from robustbench_cli.evaluation.scan import ScanConfig, run_scan
-    from robustbench_cli.targets import TargetOptions
+    from robustbench_cli import api
+    from robustbench_cli.config import ScanConfig
+    from robustbench_cli.core.records import to_data
+    from robustbench_cli.core.data import DataSpec
+    from robustbench_cli.evaluation.config import DetectorSpec, RunSpec
+    from robustbench_cli.targets import TargetSpec
 
-    cfg = ScanConfig(models=[zoo.SPEC], data=data, threats=[f"linf:{args.eps}"], n=args.n, preset="standard",
-                     seed=args.seed, batch_size=args.batch_size,
-                     target_options=[TargetOptions(weights=str(zoo.WEIGHTS), device="cpu")],
-                     detector=zoo.DETECTOR_SPEC, detector_weights=str(zoo.DETECTOR), detector_fpr=0.05,
-                     detector_calibration="mnist:test")
+    cfg = ScanConfig(targets=(TargetSpec(zoo.SPEC, weights=str(zoo.WEIGHTS), device="cpu"),),
+                     data=DataSpec(data, n=args.n),
+                     run=RunSpec(threats=(f"linf:{args.eps}",), preset="standard", seed=args.seed,
+                                 batch_size=args.batch_size),
+                     detector=DetectorSpec(TargetSpec(zoo.DETECTOR_SPEC, weights=str(zoo.DETECTOR)), fpr=0.05,
+                                           calibration="mnist:test"))
     t0 = time.perf_counter()
-    report = run_scan(cfg)
+    report = api.run(cfg, state=False).report
     seconds = time.perf_counter() - t0
     rows = []
-    for r in report["results"]:
-        det = r.get("detector") or {}
-        rows.append({"target": r["target"], "clean_accuracy": r["clean_accuracy"], "robust_accuracy": r["robust_accuracy"],
+    for r in report.results:
+        det = r.detector or {}
+        rows.append({"target": r.target, "clean_accuracy": r.clean_accuracy, "robust_accuracy": r.robust_accuracy,
                      **{k: det.get(k) for k in ("threshold", "calibration_fpr", "clean_rejection_rate",
                                                 "fooled_classifier", "detected", "detection_rate", "adaptive")}})
-    checks = [d for r in report["results"] for d in r["diagnostics"] if d.get("check") == "adaptive-attack"]
+    checks = [to_data(d) for r in report.results for d in r.diagnostics if d.check == "adaptive-attack"]
     return {"rows": rows, "seconds": seconds, "adaptive_attack_check": checks}
 
 

@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     from robustbench_cli.attacks.rng import SampleRng
     from robustbench_cli.evaluation import Battery, Entry, check_compatible, evaluate
     from robustbench_cli.core.data import load_eval_set
-    from robustbench_cli.targets import TargetOptions, load_target
+    from robustbench_cli.targets import TargetSpec, load_target
     from robustbench_cli.targets.base import Oracle
     from robustbench_cli.core.threat_model import ThreatModel
 
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
             print(f"bench_pgd: {f} not found (pass --shared pointing at the shared data folder)", file=sys.stderr)
             return 2
 
-    target = load_target(f"{ARCH}:LeNet5", TargetOptions(weights=str(weights), device=str(device),
+    target = load_target(TargetSpec(f"{ARCH}:LeNet5", weights=str(weights), device=str(device),
                                                          batch_size=args.batch_size))
     data = load_eval_set(str(data_path), n=args.n)
     check_compatible(target, data)  # sets num_classes, as evaluate does

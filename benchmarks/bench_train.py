@@ -119,10 +119,11 @@ def run_torchattacks(x, y, epochs, seed):
 
 
 def run_robust(n, epochs, seed, tmp: Path):
+    from robustbench_cli.core.data import DataSpec
     from robustbench_cli.training import train as lib
 
-    cfg = lib.TrainConfig(model="robustbench_cli.zoo:mnist_cnn", out=str(tmp / "bench.pt"), data="mnist:train", n=n,
-                          shuffle=True, seed=seed, mode="pgd", threat=f"linf:{EPS}", steps=STEPS, epochs=epochs,
+    cfg = lib.TrainConfig(model="robustbench_cli.zoo:mnist_cnn", out=str(tmp / "bench.pt"),
+                          data=DataSpec("mnist:train", n=n, shuffle=True), seed=seed, mode="pgd", threat=f"linf:{EPS}", steps=STEPS, epochs=epochs,
                           batch_size=BATCH, lr=LR, check_n=16, check_steps=1)
     res = lib.train(cfg)
     return res.card["train_seconds"], res.history[-1].robust_accuracy

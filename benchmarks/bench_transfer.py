@@ -141,12 +141,13 @@ def verify(target, cand: torch.Tensor, x: torch.Tensor, y: torch.Tensor, eps: fl
 
 
 def train_generators(eps_list, surrogate_spec: str, seed: int, epochs: int, shared_test, log) -> tuple[dict, dict]:
+    from robustbench_cli.core.data import DataSpec
     from robustbench_cli.training.advgan import GeneratorConfig, save, train_generator
 
     paths, info = {}, {}
     for eps in eps_list:
         out = C.cache_dir() / f"generator-lenet5-linf{eps}-e{epochs}-s{seed}.pt"
-        cfg = GeneratorConfig(surrogates=[surrogate_spec], out=str(out), data="mnist:train", threat=f"linf:{eps}",
+        cfg = GeneratorConfig(surrogates=[surrogate_spec], out=str(out), data=DataSpec("mnist:train"), threat=f"linf:{eps}",
                               epochs=epochs, seed=seed, exclude=[str(shared_test)])
         t0 = time.perf_counter()
         gen, config = train_generator(cfg)
@@ -166,12 +167,12 @@ def main(argv=None) -> int:
     from robustbench_cli.attacks.transfer import load_surrogate
     from robustbench_cli.evaluation import Battery, Entry, evaluate
     from robustbench_cli.core.data import EvalSet, load_eval_set
-    from robustbench_cli.targets import TargetOptions
+    from robustbench_cli.targets import TargetSpec
     from robustbench_cli.core.threat_model import ThreatModel
 
     weights = shared / SURROGATE_FILE[0] / SURROGATE_FILE[1]
     spec = f"{C.ARCH}:LeNet5@{weights}"
-    surrogate = load_surrogate(spec, TargetOptions(device="cpu"))
+    surrogate = load_surrogate(spec, device="cpu")
     module = C.load_examples_module().LeNet5()
     module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     module.eval()

@@ -80,3 +80,14 @@ def snapshot(request):
             pytest.fail(f"output differs from {path} (rerun with --update-snapshots if the change is intended):\n{diff[:4000]}")
 
     return check
+
+
+def with_data_spec(kw: dict, default: str = "mnist:train", **defaults) -> dict:
+    """Training configs take the data as one DataSpec: fold the flat data options of a test into it."""
+    from robustbench_cli.core.data import DataSpec
+
+    keys = {"data": "source", "n": "n", "offset": "offset", "shuffle": "shuffle", "data_layout": "layout",
+            "data_scale": "scale"}
+    spec = {**defaults, **{keys[k]: kw.pop(k) for k in list(kw) if k in keys}}
+    kw["data"] = DataSpec(**{"source": default, **spec})
+    return kw

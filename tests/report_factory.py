@@ -9,11 +9,13 @@ checkpoints and a small uint8 data set for tests that run the real CLI.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from robustbench_cli.reports.model import build_report
+from robustbench_cli.reports.build import build_report
+from robustbench_cli.reports.model import Report
 from robustbench_cli.core.results import AttackOutcome, Evaluation, ThreatResult
 from robustbench_cli.core.threat_model import ThreatModel
 
@@ -82,7 +84,7 @@ def _threat_result(target: str, threat: ThreatModel, n: int, robust_rate: float,
 
 def synthetic_report(targets=(("model-a.onnx", 0.45), ("model-b.onnx", 0.40)), threats=("linf:8/255", "l2:0.5"),
                      n=200, seed=0, data_sha="ab" * 32, data_name="synthetic", clean_errors=10,
-                     white_box: bool = False) -> dict:
+                     white_box: bool = False) -> Report:
     """A report with one target per (name, robust rate); per-sample robustness is shared noise, so flips are few."""
     evaluations = []
     for ti, (name, rate) in enumerate(targets):
@@ -99,30 +101,28 @@ def synthetic_report(targets=(("model-a.onnx", 0.45), ("model-b.onnx", 0.40)), t
     rep = build_report(evaluations, data={"name": data_name, "n": n, "shape": [1, 28, 28], "sha256": data_sha},
                        battery=BATTERY, seed=seed, device="cpu",
                        options={"queries": None, "targeted": None, "seed": seed})
-    rep["created"] = FIXED_CREATED
-    rep["tool"]["version"] = "0.0.0-test"
-    rep["provenance"] = {"libraries": {"python": "3.x"}, "platform": "test", "device": "cpu", "seed": seed,
-                         "command": ["scan", "(synthetic)"]}
+    rep.created = FIXED_CREATED
+    rep.tool["version"] = "0.0.0-test"
+    rep.provenance = {"libraries": {"python": "3.x"}, "platform": "test", "device": "cpu", "seed": seed,
+                      "command": ["scan", "(synthetic)"]}
     return rep
 
 
-def only_target(report: dict, name: str) -> dict:
+def only_target(report: Report, name: str) -> Report:
     """The report cut down to one target (as if that checkpoint had been scanned alone)."""
-    out = dict(report)
-    out["targets"] = [t for t in report["targets"] if t["name"] == name]
-    out["results"] = [r for r in report["results"] if r["target"] == name]
-    return out
+    return replace(report, targets=[t for t in report.targets if t.name == name],
+                   results=[r for r in report.results if r.target == name])
 
 
-def set_robust(report: dict, target: str, threat: str, robust: list[bool]) -> None:
+def set_robust(report: Report, target: str, threat: str, robust: list[bool]) -> None:
     """Overwrite the per-sample robust flags of one result and its robust accuracy (paired-test fixtures)."""
-    r = next(r for r in report["results"] if r["target"] == target and r["threat"] == threat)
-    r["samples"]["robust"] = list(map(bool, robust))
-    r["robust_accuracy"] = sum(robust) / r["n"]
+    r = next(r for r in report.results if r.target == target and r.threat == threat)
+    r.samples.robust = list(map(bool, robust))
+    r.robust_accuracy = sum(robust) / r.n
 
 
-def write(report: dict, path: Path) -> Path:
-    path.write_text(json.dumps(report, indent=1))
+def write(report: Report | dict, path: Path) -> Path:
+    path.write_text(report.to_json() if isinstance(report, Report) else json.dumps(report, indent=1))
     return path
 
 

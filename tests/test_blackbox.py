@@ -23,7 +23,8 @@ from robustbench_cli.evaluation import PRESETS, Battery, Entry, evaluate
 from robustbench_cli.evaluation.harness import verify
 from robustbench_cli.evaluation.presets import WHEN
 from robustbench_cli.evaluation.diagnostics import check
-from robustbench_cli.reports import build_report
+from robustbench_cli.reports.build import build_report
+from robustbench_cli.reports.model import Report
 from robustbench_cli.reports.writers import to_csv
 from robustbench_cli.targets.base import Capability, LabelOnly, Oracle
 from robustbench_cli.core.threat_model import Norm, ThreatModel
@@ -52,7 +53,7 @@ def stub_for(W, b) -> CountingTarget:
 
 
 def report_of(ev, data, battery) -> dict:
-    rep = build_report([ev], data=data.describe(), battery=battery.config(), seed=0, device="cpu")
+    rep = build_report([ev], data=data.describe(), battery=battery.config(), seed=0, device="cpu").to_dict()
     json.dumps(rep, allow_nan=False)
     return rep
 
@@ -449,7 +450,7 @@ def test_report_curves_are_monotone_and_end_at_the_totals(small3, labels_only):
             else:
                 assert a["queries_mean_success"] is None and a["queries_median_success"] is None
 
-    rows = list(csv.DictReader(io.StringIO(to_csv(rep))))
+    rows = list(csv.DictReader(io.StringIO(to_csv(Report.from_dict(rep)))))
     assert len(rows) == 3
     for row, r in zip(rows, rep["results"]):
         cols = [c for c in row if c.startswith("success@q<=")]

@@ -351,7 +351,7 @@ def test_for_target_refuses_what_it_cannot_certify_and_folds_normalisation():
 
 def test_max_pool_nets_get_ibp_and_the_report_says_so(tmp_path):
     from robustbench_cli.evaluation import evaluate
-    from robustbench_cli.reports.model import build_report
+    from robustbench_cli.reports.build import build_report
     from robustbench_cli.core.threat_model import ThreatModel
 
     torch.set_num_threads(1)
@@ -363,7 +363,7 @@ def test_max_pool_nets_get_ibp_and_the_report_says_so(tmp_path):
     assert linf.certified.any() and not (linf.certified & ~linf.robust).any()
     assert l2.certificate == {"method": None, "skipped": "certificates cover Linf threats only, not l2"}
     assert l2.certified_accuracy is None
-    rep = build_report([ev], data=data.describe(), battery=_battery().config(), seed=0, device="cpu")
+    rep = build_report([ev], data=data.describe(), battery=_battery().config(), seed=0, device="cpu").to_dict()
     a, b = rep["results"]
     assert a["certified_accuracy"] == linf.certified_accuracy and a["certificate"]["method"] == "ibp"
     assert sum(a["samples"]["certified"]) == int(linf.certified.sum())

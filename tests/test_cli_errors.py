@@ -478,9 +478,9 @@ def test_mean_without_std_works_and_is_recorded(run_cli, files, tmp_path):
     rep = json.loads(out.read_text())
     assert rep["targets"][0]["mean"] == [0.1]
     # and the normalisation is (x - 0.1) / 1 inside the target
-    from robustbench_cli.targets import TargetOptions, load_target
+    from robustbench_cli.targets import TargetSpec, load_target
 
-    t = load_target(zoo.SPEC, TargetOptions(weights=str(zoo.WEIGHTS), mean=[0.1], device="cpu"))
+    t = load_target(TargetSpec(zoo.SPEC, weights=str(zoo.WEIGHTS), mean=[0.1], device="cpu"))
     x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(t.scores(x), zoo.load()(x - 0.1))

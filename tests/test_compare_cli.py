@@ -64,13 +64,14 @@ def test_same_checkpoint_name_is_labelled_by_its_report(tmp_path):
     (tmp_path / "pr").mkdir()
     sources = [(str(tmp_path / "main" / "report.json"), rep), (str(tmp_path / "pr" / "report.json"), rep)]
     merged, _ = C.merge_reports(sources)
-    labels = [t["name"] for t in merged["targets"]]
+    labels = [t.name for t in merged.targets]
     assert len(set(labels)) == 2 and all(label.startswith("model.onnx [") for label in labels)
-    assert C.compare(merged)["threats"][0]["paired"][0]["robust_to_broken"] == 0
+    assert C.compare(merged).threats[0].paired[0].robust_to_broken == 0
 
 
 def _variant(tmp_path, name, change):
-    rep = only_target(synthetic_report(n=100), "model-b.onnx")
+    """The second report, changed in its JSON form (as a file written elsewhere would be)."""
+    rep = only_target(synthetic_report(n=100), "model-b.onnx").to_dict()
     change(rep)
     return write(rep, tmp_path / name)
 
@@ -89,8 +90,12 @@ def _other_settings(rep):
 
 
 def _other_n(rep):
-    for r in rep["results"]:
-        r["n"] = 99
+    for r in rep["results"]:  # the last sample left out (as a targeted scan leaves out the target class)
+        s = r["samples"]
+        s["eligible"][-1] = False
+        r["n"] = sum(s["eligible"])
+        r["clean_accuracy"] = sum(p == y and e for p, y, e in zip(s["clean_pred"], s["label"], s["eligible"])) / r["n"]
+        r["robust_accuracy"] = sum(x and e for x, e in zip(s["robust"], s["eligible"])) / r["n"]
 
 
 def _other_budget(rep):
@@ -128,13 +133,13 @@ def test_a_different_seed_is_a_warning(run_cli, tmp_path):
 
 
 def _no_targets(d):
-    rep = only_target(synthetic_report(n=100), "model-b.onnx")
+    rep = only_target(synthetic_report(n=100), "model-b.onnx").to_dict()
     rep["targets"], rep["results"] = [], []
     return write(rep, d / "none.json")
 
 
 def _incomplete(d):
-    rep = only_target(synthetic_report(n=100), "model-b.onnx")
+    rep = only_target(synthetic_report(n=100), "model-b.onnx").to_dict()
     del rep["results"]
     return write(rep, d / "incomplete.json")
 
@@ -193,11 +198,11 @@ COMPARE_CASES = {**INCOMPARABLE, **UNREADABLE, **OUTPUTS}  # every bad input of 
 
 def test_the_same_epsilon_written_two_ways_lines_up():
     rep = synthetic_report(n=50, threats=("linf:8/255",))
-    a, b = only_target(rep, "model-a.onnx"), json.loads(json.dumps(only_target(rep, "model-b.onnx")))
-    b["results"][0]["threat"] = "linf:0.03137254901960784"
+    a, b = only_target(rep, "model-a.onnx"), only_target(rep, "model-b.onnx")
+    b.results[0].threat = "linf:0.03137254901960784"
     merged, _ = C.merge_reports([("a.json", a), ("b.json", b)])
-    assert {r["threat"] for r in merged["results"]} == {"linf:8/255"}
-    assert len(C.compare(merged)["threats"]) == 1
+    assert {r.threat for r in merged.results} == {"linf:8/255"}
+    assert len(C.compare(merged).threats) == 1
 
 
 def test_two_checkpoints_of_one_architecture_scan_side_by_side(tmp_path, run_cli):

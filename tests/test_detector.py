@@ -14,17 +14,10 @@ from torch import nn
 from robustbench_cli.attacks import Attack
 from robustbench_cli.attacks.base import Goal
 from robustbench_cli.evaluation import Battery, Entry, evaluate
-from robustbench_cli.core.data import EvalSet
+from robustbench_cli.core.data import DataSpec, EvalSet
 from robustbench_cli.targets.base import Capability, Oracle, ScoresOnly
-from robustbench_cli.targets.detector import (
-    DetectorTarget,
-    GuardedOracle,
-    add_findings,
-    annotate,
-    calibrate,
-    fold,
-    guard,
-)
+from robustbench_cli.evaluation.guarded import add_findings, annotate
+from robustbench_cli.targets.detector import DetectorTarget, GuardedOracle, calibrate, fold, guard
 from robustbench_cli.targets.pytorch import TorchTarget
 from robustbench_cli.core.threat_model import ThreatModel
 
@@ -156,23 +149,28 @@ def test_without_detector_gradients_the_adaptive_view_is_a_black_box():
     assert res.robust_accuracy == 1.0 and res.attacks[0].detected == 2  # unaware of the detector, it is caught
 
 
-def _entry(target, ra, adaptive, detected=3):
-    return {"target": target, "threat": "linf:0.1", "robust_accuracy": ra, "diagnostics": [],
-            "detector": {"classifier": "c", "detector": "d", "adaptive": adaptive, "detected": detected,
-                         "fooled_classifier": 10}}
+def _entry(target: str, ra: float, adaptive: bool, detected: int = 5):
+    """A guarded result as add_findings reads it: robust accuracy, detector summary, findings."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(target=target, threat=SimpleNamespace(name="linf:0.1"), robust_accuracy=ra, findings=[],
+                           detector={"classifier": "c", "detector": "d", "adaptive": adaptive, "detected": detected,
+                                     "fooled_classifier": 10})
+
+
+def _findings(*results) -> list[dict]:
+    from types import SimpleNamespace
+
+    add_findings([SimpleNamespace(results=list(results))])
+    return results[1].findings
 
 
 def test_adaptive_attack_that_does_not_lower_robust_accuracy_is_suspect():
-    rep = {"results": [_entry("c+d (non-adaptive)", 0.5, False), _entry("c+d (adaptive)", 0.5, True)]}
-    add_findings(rep)
-    (f,) = rep["results"][1]["diagnostics"]
+    (f,) = _findings(_entry("c+d (non-adaptive)", 0.5, False), _entry("c+d (adaptive)", 0.5, True))
     assert f["check"] == "adaptive-attack" and not f["passed"] and "suspect" in f["message"]
-    rep = {"results": [_entry("c+d (non-adaptive)", 0.5, False), _entry("c+d (adaptive)", 0.3, True)]}
-    add_findings(rep)
-    assert rep["results"][1]["diagnostics"][0]["passed"]
-    rep = {"results": [_entry("c+d (non-adaptive)", 0.5, False, detected=0), _entry("c+d (adaptive)", 0.5, True)]}
-    add_findings(rep)  # nothing was flagged: nothing for an adaptive attack to win back
-    assert rep["results"][1]["diagnostics"][0]["passed"]
+    assert _findings(_entry("c+d (non-adaptive)", 0.5, False), _entry("c+d (adaptive)", 0.3, True))[0]["passed"]
+    # nothing was flagged: nothing for an adaptive attack to win back
+    assert _findings(_entry("c+d (non-adaptive)", 0.5, False, detected=0), _entry("c+d (adaptive)", 0.5, True))[0]["passed"]
 
 
 TINY = """
@@ -194,7 +192,7 @@ def trained(tmp_path_factory):
     d = tmp_path_factory.mktemp("det")
     (d / "tiny.py").write_text(TINY)
     net, det = f"{d / 'tiny.py'}:Net", f"{d / 'tiny.py'}:Det"
-    common = {"data": "digits", "n": 600, "threat": "linf:0.1", "steps": 5, "batch_size": 32, "lr": 1e-2,
+    common = {"data": DataSpec("digits", n=600), "threat": "linf:0.1", "steps": 5, "batch_size": 32, "lr": 1e-2,
               "check_steps": 5, "check_n": 100}
     lib.save(lib.train(lib.TrainConfig(model=net, out=str(d / "clf.pt"), mode="standard", epochs=6, **common)),
              d / "clf.pt")

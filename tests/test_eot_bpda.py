@@ -29,7 +29,7 @@ from robustbench_cli.evaluation import Battery, Entry, evaluate, with_eot
 from robustbench_cli.core.data import EvalSet
 from robustbench_cli.evaluation.diagnostics import check_cascade, check_target
 from robustbench_cli.core.errors import TargetError, UserError
-from robustbench_cli.targets import TargetOptions, load_target
+from robustbench_cli.targets import TargetSpec, load_target
 from robustbench_cli.targets.base import Oracle
 from robustbench_cli.targets.pytorch import TorchTarget, apply_bpda
 from robustbench_cli.core.threat_model import ThreatModel
@@ -224,7 +224,7 @@ def test_bpda_on_onnx_is_refused():
     from robustbench_cli import zoo
 
     with pytest.raises(TargetError, match="--bpda"):
-        load_target(str(zoo.ONNX), TargetOptions(bpda=["quant"]))
+        load_target(TargetSpec(str(zoo.ONNX), bpda=["quant"]))
 
 
 # --- EOT --------------------------------------------------------------------------------------------------------
@@ -359,7 +359,7 @@ def test_cli_randomised_model_needs_eot(run_cli, cli_files):
     res = run_cli(*base, "--eot", "5", "-o", out)
     assert res.exit_code == 0, res.stderr
     rep = json.loads(out.read_text())
-    assert rep["options"]["eot"] == 5
+    assert rep["options"]["run"]["eot"] == 5
     assert rep["battery"]["attacks"][0]["eot"] == 5
     det = next(d for d in rep["results"][0]["diagnostics"] if d["check"] == "deterministic-outputs")
     assert det["passed"] is False and "--eot 5" in det["message"]

@@ -20,7 +20,8 @@ from PIL import Image
 from report_factory import synthetic_report, tiny_cli_files
 from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.core.data import EvalSet
-from robustbench_cli.reports.examples import check_examples, image_array, quantise, select
+from robustbench_cli.evaluation.examples import check_examples, quantise, select
+from robustbench_cli.reports.images import image_array
 from robustbench_cli.reports.model import report_schema
 from robustbench_cli.targets.pytorch import TorchTarget
 from robustbench_cli.core.threat_model import ThreatModel
@@ -174,10 +175,12 @@ def test_report_validates_against_the_schema(scanned):
     schema = report_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(scanned["report"], schema)
-    from robustbench_cli.gate import rules as gate
+    from robustbench_cli.gate.judge import judge
+    from robustbench_cli.gate.rules import collect_rules
 
-    rep = synthetic_report(n=40)
-    rep["gate"] = gate.judge(rep, gate.collect_rules(["0.3"], ["2pp"]), paired=True)
+    report = synthetic_report(n=40)
+    report.gate = judge(report, collect_rules(["0.3"], ["2pp"]), paired=True)
+    rep = report.to_dict()
     jsonschema.validate(rep, schema)
     bad = json.loads(json.dumps(rep))
     bad["results"][0]["robust_accuracy"] = 1.5
@@ -224,13 +227,10 @@ def test_html_is_self_contained_and_embeds_the_described_images(scanned):
 
 
 def test_html_from_json_alone_says_examples_are_missing(run_cli, scanned, tmp_path):
-    out = tmp_path / "c.html"
-    rep = dict(scanned["report"])
-    from robustbench_cli.reports.html import to_html
+    from robustbench_cli.reports.model import Report
 
-    page = to_html(rep)
+    page = Report.from_dict(scanned["report"]).to_html()
     assert "No examples" in page and "data-role" not in page
-    del out
 
 
 def test_save_examples_refuses_a_non_empty_folder_before_work(run_cli, scanned, tmp_path):

@@ -59,7 +59,15 @@ def test_exit_2_could_not_judge(run_cli, reports, tmp_path):
     for r in base["results"]:
         r.pop("samples")
     stripped = write(base, tmp_path / "stripped.json")
+    # a report without its per-sample columns cannot be checked against its own summary: refused, not judged
     r = run_cli("gate", reports["b"], "--baseline", stripped, "--max-drop", "2pp", "--paired")
+    assert r.exit_code == 2 and "not a valid robust report" in r.stderr and "samples" in r.stderr
+    # nothing the threat applies to (n = 0): the gate has no value to judge
+    empty = json.loads(reports["a"].read_text())
+    for res in empty["results"]:
+        res["samples"]["eligible"] = [False] * len(res["samples"]["id"])
+        res["n"], res["clean_accuracy"], res["robust_accuracy"] = 0, 0.0, 0.0
+    r = run_cli("gate", write(empty, tmp_path / "empty.json"), "--fail-under", "0.4")
     assert r.exit_code == 2
     assert _last_line(r.stdout).startswith("gate could not judge")
 

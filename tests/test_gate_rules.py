@@ -12,7 +12,10 @@ from hypothesis import strategies as st
 
 from report_factory import only_target, set_robust, synthetic_report
 from robustbench_cli.core.errors import UserError
-from robustbench_cli.gate.rules import collect_rules, judge, load_config, parse_rule
+from robustbench_cli.gate.config import load_config
+from robustbench_cli.gate.judge import judge
+from robustbench_cli.gate.rules import collect_rules, parse_rule
+from robustbench_cli.reports.model import Report
 from robustbench_cli.reports.stats import mcnemar_exact, pct, wilson
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -169,39 +172,41 @@ def test_no_config_file_means_no_rules(tmp_path, monkeypatch):
 
 
 # --- judging ----------------------------------------------------------------------------------------------------------
-def _one(value: float, n: int = 2000) -> dict:
+def _one(value: float, n: int = 100_000) -> Report:
+    """One target whose robust accuracy is exactly ``value`` (n large enough that it is a whole count)."""
     rep = only_target(synthetic_report(n=n, threats=("linf:8/255",)), "model-a.onnx")
-    rep["results"][0]["robust_accuracy"] = value
-    rep["results"][0].pop("samples")  # counts come from the fraction
+    k = round(value * n)
+    assert k == value * n
+    set_robust(rep, "model-a.onnx", "linf:8/255", [True] * k + [False] * (n - k))
     return rep
 
 
 @pytest.mark.parametrize("value, passed", [(0.39951, True), (0.3995, True), (0.39949, False), (0.4, True)])
 def test_fail_under_decides_on_the_displayed_number(value, passed):
     v = judge(_one(value), [parse_rule("fail-under", "0.40")])
-    c = v["checks"][0]
-    assert c["shown"] == f"{pct(value)}%"
-    assert (c["status"] == "pass") is passed and v["exit_code"] == (0 if passed else 1)
+    c = v.checks[0]
+    assert c.shown == f"{pct(value)}%"
+    assert (c.status == "pass") is passed and v.exit_code == (0 if passed else 1)
 
 
 def test_finer_rules_are_decided_at_their_own_precision():
     v = judge(_one(0.40049), [parse_rule("fail-under", "40.05%")])
-    assert v["checks"][0]["shown"] == "40.05%" and v["checks"][0]["status"] == "pass"
+    assert v.checks[0].shown == "40.05%" and v.checks[0].status == "pass"
     v = judge(_one(0.40044), [parse_rule("fail-under", "40.05%")])
-    assert v["checks"][0]["shown"] == "40.04%" and v["checks"][0]["status"] == "fail"
+    assert v.checks[0].shown == "40.04%" and v.checks[0].status == "fail"
 
 
 def test_max_drop_uses_displayed_numbers_and_units():
     base, cur = _one(0.4204), _one(0.3996)  # shown 42.0% and 40.0%: a drop of exactly 2.0pp (raw: 2.08pp)
     v = judge(cur, [parse_rule("max-drop", "2pp")], baseline=base)
-    assert v["checks"][0]["status"] == "pass" and v["checks"][0]["change"] == "-2.0pp"
+    assert v.checks[0].status == "pass" and v.checks[0].change == "-2.0pp"
     v = judge(cur, [parse_rule("max-drop", "1.9pp")], baseline=base)
-    assert v["checks"][0]["status"] == "fail" and v["exit_code"] == 1
+    assert v.checks[0].status == "fail" and v.exit_code == 1
     # relative: 2.0 / 42.0 = 4.8% of the baseline
     v = judge(cur, [parse_rule("max-drop", "5%")], baseline=base)
-    assert v["checks"][0]["status"] == "pass" and v["checks"][0]["change"] == "-4.8%"
+    assert v.checks[0].status == "pass" and v.checks[0].change == "-4.8%"
     v = judge(cur, [parse_rule("max-drop", "4.7%")], baseline=base)
-    assert v["checks"][0]["status"] == "fail"
+    assert v.checks[0].status == "fail"
 
 
 def test_noise_is_named_and_the_paired_rule_decides():
@@ -214,17 +219,17 @@ def test_noise_is_named_and_the_paired_rule_decides():
     set_robust(rep, b, "linf:8/255", cur)
     rule = [parse_rule("max-drop", "2pp")]
     unpaired = judge(rep, rule)  # the first target is the baseline
-    c = unpaired["checks"][0]
-    assert c["target"] == b and c["status"] == "fail" and c["within_noise"] and "--paired" in c["message"]
+    c = unpaired.checks[0]
+    assert c.target == b and c.status == "fail" and c.within_noise and "--paired" in c.message
     paired = judge(rep, rule, paired=True)
-    c = paired["checks"][0]
-    assert c["status"] == "pass" and c["within_noise"] and paired["exit_code"] == 0
-    assert c["paired_test"]["robust_to_broken"] == 8 and c["paired_test"]["broken_to_robust"] == 2
-    assert c["paired_test"]["p_value"] == pytest.approx(mcnemar_exact(8, 2)) == pytest.approx(0.109375)
+    c = paired.checks[0]
+    assert c.status == "pass" and c.within_noise and paired.exit_code == 0
+    assert c.paired_test["robust_to_broken"] == 8 and c.paired_test["broken_to_robust"] == 2
+    assert c.paired_test["p_value"] == pytest.approx(mcnemar_exact(8, 2)) == pytest.approx(0.109375)
     # 20 robust->broken, none back: significant, and more than 2pp
     set_robust(rep, b, "linf:8/255", [False] * 20 + [True] * 80 + [False] * 100)
-    c = judge(rep, rule, paired=True)["checks"][0]
-    assert c["status"] == "fail" and c["paired_test"]["p_value"] < 0.05
+    c = judge(rep, rule, paired=True).checks[0]
+    assert c.status == "fail" and c.paired_test["p_value"] < 0.05
 
 
 def test_precedence_command_line_and_specific_threat_win(tmp_path):
@@ -233,15 +238,15 @@ def test_precedence_command_line_and_specific_threat_win(tmp_path):
     p.write_text('[tool.robust.gate]\nfail-under = ["0.9", "@l2:0.5=0.01"]\n')
     rules = collect_rules(["0.1"], None, load_config(p))
     v = judge(rep, rules)
-    by = {c["threat"]: c for c in v["checks"]}
-    assert by["linf:8/255"]["written"] == "0.1"  # the command line beats the config's 0.9 ...
-    assert by["l2:0.5"]["written"] == "0.1"  # ... and its rule for l2 (the source comes first)
+    by = {c.threat: c for c in v.checks}
+    assert by["linf:8/255"].written == "0.1"  # the command line beats the config's 0.9 ...
+    assert by["l2:0.5"].written == "0.1"  # ... and its rule for l2 (the source comes first)
     v = judge(rep, collect_rules(None, None, load_config(p)))
-    by = {c["threat"]: c for c in v["checks"]}
-    assert by["linf:8/255"]["written"] == "0.9"  # within one source, a rule for that threat beats the general rule
-    assert by["l2:0.5"]["written"] == "@l2:0.5=0.01"
+    by = {c.threat: c for c in v.checks}
+    assert by["linf:8/255"].written == "0.9"  # within one source, a rule for that threat beats the general rule
+    assert by["l2:0.5"].written == "@l2:0.5=0.01"
     v = judge(rep, collect_rules(["0.1", "@l2:0.5=0.01"], None))
-    assert {c["threat"]: c["written"] for c in v["checks"]} == {"linf:8/255": "0.1", "l2:0.5": "@l2:0.5=0.01"}
+    assert {c.threat: c.written for c in v.checks} == {"linf:8/255": "0.1", "l2:0.5": "@l2:0.5=0.01"}
     with pytest.raises(UserError, match="keep one"):
         judge(rep, collect_rules(["0.1", "0.2"], None))
 
@@ -254,18 +259,19 @@ def test_rules_that_cannot_be_judged():
         judge(rep, [parse_rule("max-drop", "2pp")])
     with pytest.raises(UserError, match="no gate rules"):
         judge(rep, [])
-    base = synthetic_report(n=50)
-    for r in base["results"]:
-        r.pop("samples")
-    v = judge(rep, [parse_rule("max-drop", "2pp")], baseline=only_target(base, "model-a.onnx"), paired=True)
-    assert v["status"] == "could not judge" and v["exit_code"] == 2
-    assert all(c["status"] == "n/a" for c in v["checks"])
+    empty = only_target(synthetic_report(n=50), "model-a.onnx")  # no sample the threat applies to: nothing to judge
+    for r in empty.results:
+        r.samples.eligible = [False] * len(r.samples)
+        r.n, r.clean_accuracy, r.robust_accuracy = 0, 0.0, 0.0
+    v = judge(empty, [parse_rule("fail-under", "0.4")])
+    assert v.status == "could not judge" and v.exit_code == 2
+    assert all(c.status == "n/a" for c in v.checks)
 
 
 def test_threat_spellings_match():
     rep = only_target(synthetic_report(n=50), "model-a.onnx")
     v = judge(rep, [parse_rule("fail-under", "@linf:0.0313725490196078431=0.1")])  # 8/255 written as a decimal
-    assert [c["threat"] for c in v["checks"]] == ["linf:8/255"]
+    assert [c.threat for c in v.checks] == ["linf:8/255"]
 
 
 def test_wilson_and_mcnemar_against_scipy():

@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from robustbench_cli import zoo
+from conftest import with_data_spec
 from robustbench_cli.training.advgan import GeneratorConfig, save, train_generator
 from robustbench_cli.attacks.generative import FORMAT, GeneratorAttack, load_generator
 from robustbench_cli.evaluation import evaluate, get_battery, with_transfer
 from robustbench_cli.core.data import load_eval_set
 from robustbench_cli.core.errors import TargetError
-from robustbench_cli.targets import TargetOptions, load_target
+from robustbench_cli.targets import TargetSpec, load_target
 from robustbench_cli.core.threat_model import ThreatModel
 
 torch.set_num_threads(1)
@@ -28,7 +29,7 @@ SURROGATE = f"{zoo.SPEC}@{zoo.WEIGHTS}"
 def _cfg(tmp_path, **kw) -> GeneratorConfig:
     base = {"surrogates": [SURROGATE], "out": str(tmp_path / "g.pt"), "data": "mnist:train", "n": 64, "shuffle": True,
             "threat": "linf:0.2", "epochs": 1, "batch_size": 32, "width": 4, "blocks": 1}
-    return GeneratorConfig(**{**base, **kw})
+    return GeneratorConfig(**with_data_spec({**base, **kw}))
 
 
 def test_training_is_deterministic_under_a_seed(tmp_path):
@@ -52,7 +53,7 @@ def test_generator_beats_random_noise_of_the_same_norm(trained):
     """On held-out digits, verified by the harness: the generator's examples fool the model far more often than
     random sign noise at the full Linf epsilon (whose norm is at least the generator's)."""
     data = load_eval_set("mnist:test", n=200)
-    target = load_target(zoo.SPEC, TargetOptions(weights=str(zoo.WEIGHTS), device="cpu"))
+    target = load_target(TargetSpec(zoo.SPEC, weights=str(zoo.WEIGHTS), device="cpu"))
     threat = ThreatModel.parse("linf:0.2")
     ev = evaluate(target, data, [threat], with_transfer(get_battery("default", ["noise"]), [], [str(trained)]))
     r = ev.results[0]

@@ -10,7 +10,7 @@ from robustbench_cli.attacks import Attack
 from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.core.data import EvalSet, load_eval_set
 from robustbench_cli.core.errors import TargetError
-from robustbench_cli.targets import TargetOptions, load_target
+from robustbench_cli.targets import TargetSpec, load_target
 from robustbench_cli.targets.base import Capability, Oracle
 from robustbench_cli.targets.pytorch import TorchTarget
 from robustbench_cli.core.threat_model import ThreatModel
@@ -116,7 +116,7 @@ def test_same_seed_same_results_and_independent_of_batch_size():
 
 def test_targeted_goals():
     data = load_eval_set("mnist:test", n=40, shuffle=True)
-    target = load_target(zoo.SPEC, TargetOptions(weights=str(zoo.WEIGHTS)))
+    target = load_target(TargetSpec(zoo.SPEC, weights=str(zoo.WEIGHTS)))
     battery = Battery("t", 1, [Entry("pgd", "pgd", {"steps": 20})])
     ev = evaluate(target, data, [ThreatModel.parse("linf:0.3")], battery, targeted="random")
     res = ev.results[0]

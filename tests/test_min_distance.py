@@ -11,7 +11,8 @@ import torch
 
 from robustbench_cli.attacks import REGISTRY, Attack
 from robustbench_cli.evaluation import Battery, Entry, evaluate
-from robustbench_cli.reports.model import build_report, epsilon_curve, report_schema
+from robustbench_cli.reports.build import build_report, epsilon_curve
+from robustbench_cli.reports.model import report_schema
 from robustbench_cli.targets.base import Capability
 from robustbench_cli.core.threat_model import Norm, ThreatModel
 
@@ -109,7 +110,7 @@ def test_report_carries_the_curve_and_validates(problem):
     threat = ThreatModel(Norm.LINF, float(np.quantile(exact, 0.3)), "t")
     battery = Battery("b", 1, [Entry("m", "oracular-min")])
     ev = evaluate(target, data, [threat], battery)
-    rep = build_report([ev], data=data.describe(), battery=battery.config(), seed=0, device="cpu")
+    rep = build_report([ev], data=data.describe(), battery=battery.config(), seed=0, device="cpu").to_dict()
     jsonschema.validate(rep, report_schema())
     res = rep["results"][0]
     assert len(res["samples"]["min_distance"]) == N

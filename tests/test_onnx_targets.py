@@ -14,7 +14,7 @@ from robustbench_cli import zoo
 from robustbench_cli.evaluation import check_compatible, evaluate, get_battery
 from robustbench_cli.core.data import EvalSet, load_eval_set
 from robustbench_cli.core.errors import DataError, TargetError
-from robustbench_cli.targets import TargetOptions, load_target
+from robustbench_cli.targets import TargetSpec, load_target
 from robustbench_cli.targets.onnxrt import OnnxTarget
 from robustbench_cli.core.threat_model import ThreatModel
 
@@ -102,7 +102,7 @@ def test_dynamic_batch(tmp_path):
         x = inputs(n, seed=n)
         torch.testing.assert_close(t.scores(x), torch_ref(net, x), atol=1e-4, rtol=1e-4)
     # chunking by the target's batch size gives the same answers
-    small = load_target(str(tmp_path / "dyn.onnx"), TargetOptions(batch_size=6))
+    small = load_target(TargetSpec(str(tmp_path / "dyn.onnx"), batch_size=6))
     torch.testing.assert_close(small.scores(inputs(20)), t.scores(inputs(20)))
 
 
@@ -111,7 +111,7 @@ def test_dynamic_batch(tmp_path):
 def test_fixed_batch_is_chunked_and_padded(tmp_path, fixed, batch_size):
     net = make_net(seed=fixed)
     path = export(net, (fixed, 1, 28, 28), tmp_path / f"fixed{fixed}.onnx", dynamic=False)
-    t = load_target(path, TargetOptions(batch_size=batch_size))
+    t = load_target(TargetSpec(path, batch_size=batch_size))
     assert t.fixed_batch == fixed and t.details["fixed_batch"] == fixed
     assert t.input_shape == (1, 28, 28) and t.num_classes == 10
     x = inputs(20, seed=fixed)  # 20 is not a multiple of 7 (or of 3 or 8): the last chunk is padded
@@ -140,7 +140,7 @@ def test_nhwc_detected(tmp_path):
     assert t.input_shape == (1, 28, 28)  # what the data must look like: channels first, as every EvalSet
     assert t.accepts((1, 28, 28)) and not t.accepts((28, 28, 1))
     assert_same_model(t, net, inputs())
-    explicit = load_target(path, TargetOptions(layout="nhwc"))
+    explicit = load_target(TargetSpec(path, layout="nhwc"))
     torch.testing.assert_close(explicit.scores(inputs()), t.scores(inputs()))
 
 
@@ -161,7 +161,7 @@ def test_layout_override(tmp_path):
     path = export(net, (1, 3, 6, 3), tmp_path / "rgb_nhwc.onnx")
     guessed = load_target(path)
     assert guessed.layout == "nchw" and guessed.input_shape == (3, 6, 3)
-    t = load_target(path, TargetOptions(layout="nhwc"))
+    t = load_target(TargetSpec(path, layout="nhwc"))
     assert t.layout == "nhwc" and t.input_shape == (3, 3, 6)
     x = torch.rand(12, 3, 3, 6, generator=torch.Generator().manual_seed(1))  # NCHW data: 3 channels, 3x6 pixels
     with torch.no_grad():
@@ -173,14 +173,14 @@ def test_layout_override(tmp_path):
 
     # forcing nchw on the NHWC digit model makes the 1x28x28 data not fit, with a clear error
     nhwc = export(make_net(layout="nhwc"), (1, 28, 28, 1), tmp_path / "nhwc.onnx")
-    forced = load_target(nhwc, TargetOptions(layout="nchw"))
+    forced = load_target(TargetSpec(nhwc, layout="nchw"))
     assert forced.input_shape == (28, 28, 1)
     with pytest.raises(DataError, match="1x28x28"):
         check_compatible(forced, evalset(inputs(4)))
     with pytest.raises(TargetError, match="--layout"):
-        load_target(nhwc, TargetOptions(layout="chwn"))
+        load_target(TargetSpec(nhwc, layout="chwn"))
     with pytest.raises(TargetError, match="not flat"):
-        load_target(nhwc, TargetOptions(layout="flat"))
+        load_target(TargetSpec(nhwc, layout="flat"))
 
 
 @pytest.mark.parametrize("shape", [(1, 784), (1, 784, 1)], ids=["N,784", "N,784,1"])
@@ -235,14 +235,14 @@ def test_several_outputs(tmp_path):
     first = load_target(path)  # default: the first output
     assert first.output_name == "features" and first.num_classes == 7
     assert first.details["onnx_outputs"] == ["features", "logits", "probs"]
-    t = load_target(path, TargetOptions(output="logits"))
+    t = load_target(TargetSpec(path, output="logits"))
     assert t.output_name == "logits" and t.num_classes == 10 and t.details["onnx_output"] == "logits"
     torch.testing.assert_close(t.scores(x), z, atol=1e-4, rtol=1e-4)
-    tp = load_target(path, TargetOptions(output="probs"))
+    tp = load_target(TargetSpec(path, output="probs"))
     torch.testing.assert_close(tp.scores(x), p, atol=1e-5, rtol=1e-4)
     assert torch.equal(tp.predict(x), t.predict(x))
     with pytest.raises(TargetError) as e:
-        load_target(path, TargetOptions(output="scores"))
+        load_target(TargetSpec(path, output="scores"))
     msg = str(e.value)
     assert "'scores'" in msg and "features, logits, probs" in msg and "\n" not in msg
 
@@ -251,7 +251,7 @@ def test_several_outputs(tmp_path):
 def test_zoo_onnx_matches_torch_on_mnist_test():
     data = load_eval_set("mnist:test")
     x = torch.as_tensor(data.x)
-    white = load_target(zoo.SPEC, TargetOptions(weights=str(zoo.WEIGHTS), device="cpu"))
+    white = load_target(TargetSpec(zoo.SPEC, weights=str(zoo.WEIGHTS), device="cpu"))
     black = load_target(str(zoo.ONNX))
     assert white.kind == "torch" and black.kind == "onnx" and black.num_classes == 10
     s_white, s_black = white.scores(x), black.scores(x)

@@ -8,7 +8,7 @@ from linear_truth import exact_min_l2_binary, linear_module, random_linear_probl
 from robustbench_cli import zoo
 from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.core.data import load_eval_set
-from robustbench_cli.targets import TargetOptions, load_target
+from robustbench_cli.targets import TargetSpec, load_target
 from robustbench_cli.targets.pytorch import TorchTarget
 from robustbench_cli.core.threat_model import ThreatModel
 
@@ -40,7 +40,7 @@ def test_distances_approach_the_exact_l2_minimum_on_a_linear_model(binary, attac
 
 @pytest.fixture(scope="module")
 def mnist():
-    target = load_target(zoo.SPEC, TargetOptions(weights=str(zoo.WEIGHTS), device="cpu"))
+    target = load_target(TargetSpec(zoo.SPEC, weights=str(zoo.WEIGHTS), device="cpu"))
     return target, load_eval_set("mnist:test", n=40, shuffle=True, seed=0)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from robustbench_cli.evaluation import PRESETS, Battery, Entry, evaluate
-from robustbench_cli.reports import build_report
+from robustbench_cli.reports.build import build_report
 from robustbench_cli.targets.base import LabelOnly
 from robustbench_cli.core.threat_model import ThreatModel
 
@@ -121,7 +121,7 @@ def test_totals_match_the_model_and_the_report_in_large_batches(problem, attack,
         res = ev.results[0]
         assert res.queries.max() <= queries and res.queries.min() >= 1
         assert int(res.queries.sum()) == stub.rows - N - ev.probes["model_rows"], queries
-        report = build_report([ev], data=data.describe(), battery=battery.config(), seed=0, device="cpu")
+        report = build_report([ev], data=data.describe(), battery=battery.config(), seed=0, device="cpu").to_dict()
         samples = report["results"][0]["samples"]
         assert sum(samples["queries"]) == stub.rows - N - report["targets"][0]["probes"]["model_rows"]
         assert max(samples["queries"]) <= queries

@@ -8,6 +8,7 @@ Regenerate after an intended change with ``python -m pytest tests/test_report_sn
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -15,9 +16,12 @@ from rich.console import Console
 
 from report_factory import only_target, set_robust, synthetic_report
 from robustbench_cli.reports import compare as C
-from robustbench_cli.gate import rules as G
+from robustbench_cli.gate.judge import judge
+from robustbench_cli.gate.rules import collect_rules
+from robustbench_cli.reports import verdict as V
 from robustbench_cli.reports.console import render_summary
 from robustbench_cli.reports.junit import to_junit
+from robustbench_cli.reports.model import Report, Verdict
 from robustbench_cli.reports.writers import to_markdown
 
 
@@ -28,7 +32,7 @@ def _console() -> tuple[Console, io.StringIO]:
 
 
 @pytest.fixture(scope="module")
-def report() -> dict:
+def report() -> Report:
     rep = synthetic_report(n=200)
     # a known paired picture at linf: 100 robust in A; B loses 12 of them and gains 3
     set_robust(rep, "model-a.onnx", "linf:8/255", [True] * 100 + [False] * 100)
@@ -37,9 +41,9 @@ def report() -> dict:
 
 
 @pytest.fixture(scope="module")
-def verdict(report) -> dict:
-    rules = G.collect_rules(["robust_accuracy@linf:8/255=0.40", "clean=0.9"], ["2pp", "clean@l2:0.5=5%"])
-    return G.judge(report, rules, report_name="report.json", paired=True)
+def verdict(report) -> Verdict:
+    rules = collect_rules(["robust_accuracy@linf:8/255=0.40", "clean=0.9"], ["2pp", "clean@l2:0.5=5%"])
+    return judge(report, rules, report_name="report.json", paired=True)
 
 
 def test_console_summary(report, snapshot):
@@ -56,14 +60,14 @@ def test_console_compare(report, snapshot):
 
 def test_console_gate(verdict, snapshot):
     console, buf = _console()
-    G.render_console(verdict, console)
+    V.render_console(verdict, console)
     text = buf.getvalue()
     assert text.rstrip().splitlines()[-1].startswith("gate FAILED")  # the verdict is the last line
     snapshot("console_gate.txt", text)
 
 
 def test_markdown_report(report, verdict, snapshot):
-    snapshot("report.md", to_markdown({**report, "gate": verdict}))
+    snapshot("report.md", to_markdown(replace(report, gate=verdict)))
 
 
 def test_markdown_comparison(report, snapshot):
@@ -73,20 +77,20 @@ def test_markdown_comparison(report, snapshot):
 
 
 def test_markdown_gate_summary(verdict, snapshot):
-    snapshot("gate_summary.md", G.to_markdown(verdict))
+    snapshot("gate_summary.md", V.to_markdown(verdict))
 
 
 def test_junit(report, verdict, snapshot):
-    xml = to_junit(verdict, timestamp=report["created"])
+    xml = to_junit(verdict, timestamp=report.created)
     root = ET.fromstring(xml)
     cases = root.findall("./testsuite/testcase")
-    assert len(cases) == len(verdict["checks"])  # one test case per check
-    assert int(root.get("failures")) == sum(c["status"] == "fail" for c in verdict["checks"]) > 0
+    assert len(cases) == len(verdict.checks)  # one test case per check
+    assert int(root.get("failures")) == sum(c.status == "fail" for c in verdict.checks) > 0
     snapshot("gate.junit.xml", xml)
 
 
 def test_github_annotations(verdict, snapshot):
-    lines = G.annotations(verdict)
+    lines = V.annotations(verdict)
     assert all(line.startswith(("::error title=", "::notice title=")) for line in lines)
     assert all("\n" not in line for line in lines)
     snapshot("gate.annotations.txt", "\n".join(lines) + "\n")

@@ -16,7 +16,7 @@ import pytest
 
 from robustbench_cli import zoo
 from robustbench_cli.core.errors import UserError
-from robustbench_cli.evaluation.scan import parse_duration
+from robustbench_cli.cli.commands import parse_duration
 
 ONNX = str(zoo.ONNX)
 # a scan long enough to be caught midway: Square with a 1,000-query budget, one sample per batch

@@ -16,7 +16,7 @@ import torch
 from conftest import shared_path
 from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.core.data import load_eval_set
-from robustbench_cli.targets import TargetOptions, load_target
+from robustbench_cli.targets import TargetSpec, load_target
 from robustbench_cli.core.threat_model import ThreatModel
 
 pytestmark = pytest.mark.shared
@@ -33,7 +33,7 @@ PGD40 = Battery("pgd40", 1, [Entry("pgd", "pgd", {"steps": 40})])
 
 
 def _torch_target(spec: str, weights: Path, weights_key: str | None = None):
-    return load_target(spec, TargetOptions(weights=str(weights), weights_key=weights_key, device="cpu"))
+    return load_target(TargetSpec(spec, weights=str(weights), weights_key=weights_key, device="cpu"))
 
 
 def _accuracy(target, data) -> float:

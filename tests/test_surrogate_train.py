@@ -11,6 +11,7 @@ import json
 import pytest
 import torch
 
+from conftest import with_data_spec
 from robustbench_cli.training import substitute as sub
 from robustbench_cli import zoo
 from robustbench_cli.targets.base import Capability, Target
@@ -46,7 +47,7 @@ def counting(monkeypatch):
 
 def _cfg(tmp_path, **kw):
     base = {"target": "counting", "arch": ARCH, "out": str(tmp_path / "s.pt"), "n": 20, "epochs": 1, "batch_size": 16}
-    return sub.SubstituteConfig(**{**base, **kw})
+    return sub.SubstituteConfig(**with_data_spec({**base, **kw}, shuffle=True))
 
 
 @pytest.mark.parametrize("rounds, budget, per_round", [

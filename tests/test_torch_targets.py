@@ -8,7 +8,7 @@ from robustbench_cli import zoo
 from robustbench_cli.evaluation import PRESETS, check_compatible, evaluate
 from robustbench_cli.core.data import EvalSet, load_eval_set
 from robustbench_cli.core.errors import TargetError
-from robustbench_cli.targets import TargetOptions, load_target
+from robustbench_cli.targets import TargetSpec, load_target
 from robustbench_cli.core.threat_model import ThreatModel
 
 
@@ -18,7 +18,7 @@ def digits8():
 
 
 def test_module_attr_spec_with_weights_predicts_like_the_module(digits8):
-    t = load_target(zoo.SPEC, TargetOptions(weights=str(zoo.WEIGHTS)))
+    t = load_target(TargetSpec(zoo.SPEC, weights=str(zoo.WEIGHTS)))
     check_compatible(t, digits8)
     x = torch.as_tensor(digits8.x)
     assert torch.equal(t.predict(x), zoo.load()(x).argmax(1))
@@ -34,7 +34,7 @@ def test_nested_and_prefixed_checkpoints_load(tmp_path, digits8, wrap):
         obj = {wrap: sd, "epoch": 3}
     path = tmp_path / "ckpt.pt"
     torch.save(obj, path)
-    t = load_target(zoo.SPEC, TargetOptions(weights=str(path)))
+    t = load_target(TargetSpec(zoo.SPEC, weights=str(path)))
     x = torch.as_tensor(digits8.x)
     assert torch.equal(t.predict(x), zoo.load()(x).argmax(1))
 
@@ -44,8 +44,8 @@ def test_list_of_state_dicts_needs_a_key(tmp_path):
     path = tmp_path / "cascade.pt"
     torch.save({"state_dict": [sd, sd]}, path)
     with pytest.raises(TargetError, match="--weights-key state_dict.0"):
-        load_target(zoo.SPEC, TargetOptions(weights=str(path)))
-    load_target(zoo.SPEC, TargetOptions(weights=str(path), weights_key="state_dict.1"))
+        load_target(TargetSpec(zoo.SPEC, weights=str(path)))
+    load_target(TargetSpec(zoo.SPEC, weights=str(path), weights_key="state_dict.1"))
 
 
 def test_torchscript_file_is_a_white_box(tmp_path, digits8):
@@ -64,13 +64,13 @@ def test_mean_std_applied_inside_the_target(tmp_path, digits8):
     mean, std = 0.1307, 0.3081
     net = zoo.load()
     x = torch.as_tensor(digits8.x)
-    t = load_target(zoo.SPEC, TargetOptions(weights=str(zoo.WEIGHTS), mean=[mean], std=[std]))
+    t = load_target(TargetSpec(zoo.SPEC, weights=str(zoo.WEIGHTS), mean=[mean], std=[std]))
     assert torch.allclose(t.scores(x), net((x - mean) / std), atol=1e-5)
     assert t.describe()["mean"] == [mean]
 
 
 def test_timm_model_built_without_download():
-    t = load_target("timm:test_resnet", TargetOptions(num_classes=10))
+    t = load_target(TargetSpec("timm:test_resnet", num_classes=10))
     assert t.kind == "timm" and t.num_classes == 10
     c, h, w = t.input_shape
     data = EvalSet(x=np.random.default_rng(0).uniform(size=(3, c, h, w)).astype(np.float32),

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import with_data_spec
 from robustbench_cli.training import train as lib
 from robustbench_cli.attacks.base import Goal
 from robustbench_cli.attacks.pgd import PGD
@@ -43,7 +44,7 @@ def _cfg(tiny, mode="pgd", **kw) -> lib.TrainConfig:
             "mode": mode, "threat": "linf:0.1", "steps": 3, "epochs": 4, "batch_size": 32, "lr": 1e-2,
             "check_steps": 5, "check_n": 64}
     base.update(kw)
-    return lib.TrainConfig(**base)
+    return lib.TrainConfig(**with_data_spec(base))
 
 
 @pytest.mark.parametrize("mode", lib.MODES)

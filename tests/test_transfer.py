@@ -21,7 +21,7 @@ from robustbench_cli.attacks.transfer import InputDiversity, load_surrogate, spl
 from robustbench_cli.evaluation import Battery, Entry, evaluate, get_battery, with_transfer
 from robustbench_cli.core.data import load_eval_set
 from robustbench_cli.core.errors import TargetError, UserError
-from robustbench_cli.targets import TargetOptions, load_target
+from robustbench_cli.targets import TargetSpec, load_target
 from robustbench_cli.targets.base import Capability, Oracle, Target
 from robustbench_cli.core.threat_model import ThreatModel
 
@@ -37,12 +37,12 @@ def data():
 
 @pytest.fixture(scope="module")
 def white():
-    return load_target(zoo.SPEC, TargetOptions(weights=str(zoo.WEIGHTS), device="cpu"))
+    return load_target(TargetSpec(zoo.SPEC, weights=str(zoo.WEIGHTS), device="cpu"))
 
 
 @pytest.fixture(scope="module")
 def surrogate():
-    return load_surrogate(SURROGATE, TargetOptions(device="cpu"))
+    return load_surrogate(SURROGATE, device="cpu")
 
 
 class CountingBlackBox(Target):
@@ -139,7 +139,7 @@ def test_input_diversity_shrinks_and_pads():
 
 # --- battery and report ------------------------------------------------------------------------------------------------
 def test_surrogates_make_one_entry_each_plus_the_ensemble_up_front(surrogate):
-    other = load_surrogate(f"{zoo.SPEC}@{zoo.WEIGHTS}", TargetOptions(device="cpu"))
+    other = load_surrogate(f"{zoo.SPEC}@{zoo.WEIGHTS}", device="cpu")
     other.details["surrogate"] = "copy"
     b = with_transfer(get_battery("quick"), [surrogate, other])
     labels = [e.label for e in b.entries]

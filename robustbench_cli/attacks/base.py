@@ -86,6 +86,9 @@ class Attack(ABC):
             return f"supports {', '.join(sorted(n.value for n in self.norms))}, not {threat.norm.value}"
         return None
 
+    def check_shape(self, sample_shape: tuple[int, ...]) -> None:
+        """Refuse, before any work, inputs of a shape the attack cannot take (most take any shape)."""
+
     @abstractmethod
     def run(self, oracle: Oracle, x: torch.Tensor, goal: Goal, threat: ThreatModel, rng: SampleRng) -> torch.Tensor:
         """Return one candidate per row of ``x`` (any value: the harness projects and verifies it)."""

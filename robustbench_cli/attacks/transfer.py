@@ -33,6 +33,7 @@ Example::
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -42,6 +43,8 @@ from robustbench_cli.attacks.base import register
 from robustbench_cli.attacks.gradients import GradientSource
 from robustbench_cli.attacks.pgd import PGD
 from robustbench_cli.core.errors import DataError, TargetError
+from robustbench_cli.core.naming import short_name
+from robustbench_cli.targets import TargetSpec, load_target
 from robustbench_cli.targets.base import Capability, Target
 
 
@@ -60,27 +63,28 @@ def surrogate_name(target: Target, weights: str | None) -> str:
     """A short, readable name: the weights file's stem when there is one, else the spec's attribute or file name."""
     if weights:
         return Path(weights).stem
-    from robustbench_cli.reports.console import short_name
-
     return short_name(target.name)
 
 
-def load_surrogate(text: str, opts=None) -> Target:
-    """Load a surrogate (``SPEC`` or ``SPEC@WEIGHTS``) as scan loads a white-box target; it must offer gradients."""
-    import dataclasses
-
-    from robustbench_cli.targets import TargetOptions, load_target
-
+def surrogate_spec(text: str, **options) -> TargetSpec:
+    """The spec of a surrogate written ``SPEC`` or ``SPEC@WEIGHTS``, loaded with the scan's ``options`` (device,
+    classes, mean/std, ...); an ONNX file is refused: a surrogate must offer gradients."""
     spec, weights = split_spec(text)
     if spec.lower().endswith(".onnx"):
         raise TargetError(f"--surrogate {spec}: a surrogate needs gradients, and an ONNX file is a black box here; "
                           "give its PyTorch architecture and weights (file.py:Net@weights.pt), TorchScript or timm:NAME")
-    base = opts or TargetOptions()
-    t = load_target(spec, dataclasses.replace(base, weights=weights, access="auto", layout=None, output=None, bpda=None))
+    return TargetSpec(spec, weights=weights, **options)
+
+
+def load_surrogate(spec: TargetSpec | str, **options) -> Target:
+    """Load a surrogate as scan loads a white-box target (a spec, or ``SPEC[@WEIGHTS]`` text with ``options``)."""
+    if isinstance(spec, str):
+        spec = surrogate_spec(spec, **options)
+    t = load_target(replace(spec, access="auto", layout=None, output=None, bpda=None, fast_forward=False))
     if Capability.GRADIENTS not in t.capabilities:
-        raise TargetError(f"--surrogate {text}: the model offers no gradients")
-    t.fast_forward = False  # the attacks only differentiate it; an onnxruntime export would never be used
-    t.details["surrogate"] = surrogate_name(t, weights)
+        raise TargetError(f"--surrogate {spec.model}: the model offers no gradients")
+    # the attacks only differentiate it (fast_forward off: an onnxruntime export would never be used)
+    t.details["surrogate"] = surrogate_name(t, spec.weights)
     return t
 
 

@@ -1,3 +1,6 @@
+"""The Typer application every command registers on, and what the commands share: one-line errors with exit code 2, the
+progress display, and the parsing of comma-separated numbers."""
+
 from __future__ import annotations
 
 import contextlib
@@ -11,9 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from robustbench_cli import __version__
-from robustbench_cli.core.errors import TrustWarning, UserError
-
-EXIT_OK, EXIT_GATE, EXIT_ERROR = 0, 1, 2
+from robustbench_cli.core.errors import ExitCode, TrustWarning, UserError
 
 app = typer.Typer(
     name="robust",
@@ -47,18 +48,18 @@ def user_errors(debug: bool):
         raise
     except KeyboardInterrupt:
         err.print("[red]error:[/red] interrupted")
-        raise typer.Exit(EXIT_ERROR) from None
+        raise typer.Exit(ExitCode.ERROR) from None
     except UserError as e:
         if debug:
             traceback.print_exc()
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)  # "[tool.x]" is text
-        raise typer.Exit(EXIT_ERROR) from None
+        raise typer.Exit(ExitCode.ERROR) from None
     except Exception as e:  # anything else is our fault or the model's: still one line and exit 2
         if debug:
             traceback.print_exc()
         err.print(f"[red]internal error:[/red] {e.__class__.__name__}: {escape(str(e))} (run with --debug for the traceback)",
                   highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_ERROR) from None
+        raise typer.Exit(ExitCode.ERROR) from None
 
 
 def _version(value: bool):
@@ -72,7 +73,7 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
     pass
 
 
-def _floats(text: Optional[str], what: str) -> Optional[list[float]]:
+def floats(text: Optional[str], what: str) -> Optional[list[float]]:
     if text is None:
         return None
     try:
@@ -95,14 +96,3 @@ def make_progress(console: Console):
         progress.update(tasks[desc], completed=done if total else 1, total=max(total, 1))
 
     return progress, update
-
-
-from robustbench_cli.cli import commands as _commands  # noqa: E402,F401  (registers the commands)
-from robustbench_cli.cli import judge as _judge  # noqa: E402,F401  (compare, gate)
-from robustbench_cli.cli import craft as _craft  # noqa: E402,F401  (generator train, surrogate train)
-from robustbench_cli.cli import train as _train  # noqa: E402,F401  (train)
-
-
-def main() -> None:
-    """Console entry point: Typer's standalone mode (usage errors exit 2); commands map their own errors."""
-    app()

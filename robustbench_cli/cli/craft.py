@@ -17,7 +17,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from robustbench_cli.cli.app import _floats, app, user_errors
+from robustbench_cli.cli.app import floats, app, user_errors
 from robustbench_cli.core.errors import UserError
 
 err = Console(stderr=True)
@@ -83,15 +83,17 @@ def generator_train(
 
     The generator attacks any number of inputs with one forward pass each: robust scan ... --generator OUT.
     """
+    from robustbench_cli.core.data import DataSpec
     from robustbench_cli.training import advgan
 
     with user_errors(debug):
         cfg = advgan.GeneratorConfig(
-            surrogates=list(surrogate or []), out=str(out), data=data, n=n, offset=offset, shuffle=shuffle,
+            surrogates=list(surrogate or []), out=str(out),
+            data=DataSpec(data, n=n, offset=offset, shuffle=shuffle),
             exclude=list(exclude or []), threat=_threat(eps, threat), epochs=epochs, batch_size=batch_size, lr=lr,
             adv_weight=adv_weight, gan_weight=gan_weight, hinge_weight=hinge_weight, hinge_bound=hinge_bound,
             kappa=kappa, width=width, blocks=blocks, seed=seed, device=device, weights_key=weights_key,
-            num_classes=num_classes, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
+            num_classes=num_classes, mean=floats(mean, "--mean"), std=floats(std, "--std"),
             trust_checkpoint=trust_checkpoint)
         advgan.check_config(cfg)
         err.print(f"robust generator train: against {', '.join(cfg.surrogates)} on {data}, {cfg.threat}, "
@@ -152,11 +154,12 @@ def surrogate_train(
     Every labelled point is one counted query of MODEL (the card records them); use the result as
     robust scan MODEL ... --surrogate ARCH@OUT.
     """
+    from robustbench_cli.core.data import DataSpec
     from robustbench_cli.training import substitute as lib
 
     with user_errors(debug):
         cfg = lib.SubstituteConfig(
-            target=model, arch=arch, out=str(out), data=data, n=n, offset=offset, shuffle=shuffle,
+            target=model, arch=arch, out=str(out), data=DataSpec(data, n=n, offset=offset, shuffle=shuffle),
             exclude=list(exclude or []), rounds=rounds, lam=lam, tau=tau, epochs=epochs, batch_size=batch_size, lr=lr,
             queries=queries, seed=seed, device=device, target_weights=weights, weights_key=weights_key, layout=layout,
             output=output, access=access, num_classes=num_classes, trust_checkpoint=trust_checkpoint)

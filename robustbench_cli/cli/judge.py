@@ -11,9 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from robustbench_cli.cli import ci
 from robustbench_cli.cli.app import app, user_errors
-from robustbench_cli.cli.ci import (Alpha, Annotate, Config, FailUnder, GatePlan, Junit, MaxDrop, Paired, Summary, err,
-                                    out, writable)
+from robustbench_cli.cli.ci import Alpha, Annotate, Config, FailUnder, Junit, MaxDrop, Paired, Summary, err, out
 from robustbench_cli.core.errors import UserError
 
 COMPARE_SUFFIXES = (".md", ".json", ".html")
@@ -29,9 +29,11 @@ def compare(
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
     """Set checkpoints side by side: accuracies, every attack, queries and time, and the per-sample flips."""
+    from robustbench_cli.core.io import atomic_write
+    from robustbench_cli.gate.plan import writable
     from robustbench_cli.reports import compare as C
+    from robustbench_cli.reports.html import to_html
     from robustbench_cli.reports.model import load_report
-    from robustbench_cli.reports.writers import atomic_write
 
     with user_errors(debug):
         outputs = []
@@ -45,18 +47,9 @@ def compare(
         for w in warnings:
             err.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
         cmp = C.compare(merged, warnings)
-        texts = []
-        for p in outputs:
-            suffix = p.suffix.lower()
-            if suffix == ".md":
-                texts.append(C.to_markdown(cmp))
-            elif suffix == ".json":
-                texts.append(C.to_json(cmp))
-            else:
-                from robustbench_cli.reports.html import to_html
-
-                texts.append(to_html(merged))
-        C.render_console({**cmp, "warnings": []}, out)
+        render = {".md": lambda: C.to_markdown(cmp), ".json": cmp.to_json, ".html": lambda: to_html(merged)}
+        texts = [render[p.suffix.lower()]() for p in outputs]
+        C.render_console(C.Comparison(**{**vars(cmp), "warnings": []}), out)
         for p, text in zip(outputs, texts):
             atomic_write(p, text)
         if outputs:
@@ -79,12 +72,14 @@ def gate(
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
     """Judge a report against rules. Exit 0: every check passed; 1: a check failed; 2: could not judge."""
+    from robustbench_cli.gate.plan import GatePlan
     from robustbench_cli.reports.model import load_report
 
     with user_errors(debug):
-        plan = GatePlan(fail_under, max_drop, baseline, paired, alpha, config, junit, summary, github_annotations)
+        plan = GatePlan(ci.gate_spec(fail_under, max_drop, baseline, paired, alpha, config, junit, summary,
+                                     github_annotations))
         rep = load_report(report)
         verdict = plan.judge(rep, str(report))
-        plan.emit(verdict, rep)
-        plan.show(verdict)
-    raise typer.Exit(verdict["exit_code"])
+        ci.emit(plan, verdict, rep)
+        ci.show(verdict)
+    raise typer.Exit(verdict.exit_code)

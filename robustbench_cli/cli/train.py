@@ -16,7 +16,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from robustbench_cli.cli.app import _floats, app, user_errors
+from robustbench_cli.cli.app import floats, app, user_errors
 from robustbench_cli.core.errors import UserError
 
 err = Console(stderr=True)
@@ -78,6 +78,7 @@ def train_command(
     Modes: standard, pgd (Madry et al. 2018), trades (Zhang et al. 2019), alp (Kannan et al. 2018); the inner attack
     is robust's own PGD. Same seed, same weights (on the same machine and thread count).
     """
+    from robustbench_cli.core.data import DataSpec
     from robustbench_cli.training import train as lib
 
     with user_errors(debug):
@@ -92,13 +93,14 @@ def train_command(
         if detector and mode is not None:
             raise UserError("--mode does not apply to --detector training (it trains on PGD inputs of the classifier)")
         cfg = lib.TrainConfig(
-            model=model, out=str(out), data=data, n=n, offset=offset, shuffle=shuffle, data_layout=data_layout,
-            data_scale=data_scale, holdout=holdout, exclude=list(exclude or []), mode=mode or "pgd",
+            model=model, out=str(out),
+            data=DataSpec(data, n=n, offset=offset, shuffle=shuffle, layout=data_layout, scale=data_scale),
+            holdout=holdout, exclude=list(exclude or []), mode=mode or "pgd",
             threat=threat or f"linf:{eps or '0.3'}", steps=steps, step_size=step_size, gamma=gamma, beta=beta,
             epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
             eps_ramp=eps_ramp, check_steps=check_steps, check_n=check_n, weights=weights, weights_key=weights_key,
-            trust_checkpoint=trust_checkpoint, num_classes=num_classes, mean=_floats(mean, "--mean"),
-            std=_floats(std, "--std"), seed=seed, device=device, detector_for=classifier,
+            trust_checkpoint=trust_checkpoint, num_classes=num_classes, mean=floats(mean, "--mean"),
+            std=floats(std, "--std"), seed=seed, device=device, detector_for=classifier,
             classifier_weights=classifier_weights,
         )
         lib.check_config(cfg)

@@ -15,6 +15,7 @@ import io
 import pickle
 import struct
 import zipfile
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -321,6 +322,22 @@ def load_eval_set(
         else:
             raise DataError(f"{path}: unknown data format (use .npz with x/y, an image folder, IDX or a CIFAR batch)")
         name = str(path)
+    return _select(x, y, name, n=n, offset=offset, shuffle=shuffle, seed=seed, extra=extra)
+
+
+def from_arrays(x, y, *, name: str = "arrays", n: int | None = None, offset: int = 0, shuffle: bool = False,
+                seed: int = 0, layout: str | None = None, scale: float | None = None) -> EvalSet:
+    """An evaluation set from arrays or tensors a caller holds (the Python API): images in [0,1] or uint8, NCHW or
+    NHWC (or flat), integer labels; checked as files are."""
+    x = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+    y = y.detach().cpu().numpy() if hasattr(y, "detach") else np.asarray(y)
+    x = _channels_first(_to_unit_range(x, name, scale), name, layout)
+    return _select(x, _labels(y, len(x), name), name, n=n, offset=offset, shuffle=shuffle, seed=seed, extra={})
+
+
+def _select(x: np.ndarray, y: np.ndarray, name: str, *, n: int | None, offset: int, shuffle: bool, seed: int,
+            extra: dict) -> EvalSet:
+    """Shuffle with the seed, then take ``[offset:offset+n]``; the ids are the rows in the source."""
     total = len(y)
     if offset < 0:
         raise DataError(f"--offset must be >= 0, got {offset}")
@@ -339,3 +356,32 @@ def load_eval_set(
         name=name,
         source={"offset": offset, "shuffle": shuffle, "total": total, **extra},
     )
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which data a scan (or a training run) reads, and which of its samples: a built-in name or a path, shuffled
+    with the run's seed, then ``[offset:offset+n]``. Checked when made; :meth:`load` reads it."""
+
+    source: str = "mnist"
+    n: int | None = None
+    offset: int = 0
+    shuffle: bool = False
+    layout: str | None = None  # nchw | nhwc (detected when None)
+    scale: float | None = None  # divide pixel values by this (255 for float data in 0..255)
+
+    def __post_init__(self) -> None:
+        if not self.source.strip():  # Path("") is the current folder: never read it by accident
+            raise DataError(f"--data is empty: give a path, or a built-in: {', '.join(BUILTINS)}")
+        if self.n is not None and self.n <= 0:
+            raise DataError(f"--n must be > 0, got {self.n}")
+        if self.offset < 0:
+            raise DataError(f"--offset must be >= 0, got {self.offset}")
+        if self.layout not in (None, "nchw", "nhwc"):
+            raise DataError(f"--data-layout must be nchw or nhwc, got {self.layout!r}")
+        if self.scale is not None and not (math.isfinite(self.scale) and self.scale > 0):
+            raise DataError(f"--data-scale must be > 0 (and finite), got {self.scale}")
+
+    def load(self, seed: int = 0) -> EvalSet:
+        return load_eval_set(self.source, n=self.n, offset=self.offset, shuffle=self.shuffle, seed=seed,
+                             layout=self.layout, scale=self.scale)

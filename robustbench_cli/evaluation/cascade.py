@@ -79,6 +79,7 @@ def evaluate(
             "pass --eot N (e.g. --eot 20) to average each gradient over N draws")
     for threat in threats:
         run.out.results.append(run.threat(threat))
+    diagnostics.run(run.out)
     if state is not None:
         state.flush()
     return run.out

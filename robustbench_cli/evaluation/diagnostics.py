@@ -229,3 +229,10 @@ def check_cascade(r: ThreatResult, target: dict) -> list[dict]:
                 "block or randomise the gradient (--bpda for non-differentiable ones, --eot for random ones) and "
                 "trust the black-box number meanwhile"))})
     return out
+
+
+def run(e: Evaluation) -> None:
+    """Every check of an evaluation, as findings on each of its results (the target's own findings on each)."""
+    about_target = check_target(e)
+    for r in e.results:
+        r.findings = [*check(r), *check_cascade(r, e.target), *about_target]

@@ -1,6 +1,7 @@
-"""Reports: the versioned model (``model``), tables (``frames``), file writers by suffix (``writers``), terminal (``console``)."""
+"""Reports: the typed report model (``model``), built from evaluations (``build``), as tables (``frames``), in the
+terminal (``console``), compared (``compare``), and written by file suffix (``writers``: JSON, CSV, Markdown, HTML,
+JUnit XML)."""
 
-from robustbench_cli.reports.model import FORMAT, build_report, load_report
-from robustbench_cli.reports.writers import WRITERS, check_outputs, write_reports
+from robustbench_cli.reports.model import FORMAT, Report, Verdict, load_report
 
-__all__ = ["FORMAT", "WRITERS", "build_report", "check_outputs", "load_report", "write_reports"]
+__all__ = ["FORMAT", "Report", "Verdict", "load_report"]

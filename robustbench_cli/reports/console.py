@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rich.console import Console
 from rich.table import Table
 
-from robustbench_cli.reports.frames import summary_frame
-
-
-def short_name(name: str) -> str:
-    """A file path shows as its file name, a module spec as its attribute; reports keep the full name."""
-    if ":" in name and not name.startswith("timm:"):
-        head, _, attr = name.rpartition(":")
-        if not head.endswith((".onnx", ".pt", ".pth")) and len(head) > 1:
-            return f"{Path(head).name}:{attr}" if head.endswith(".py") else attr
-    return Path(name).name if ("/" in name or "\\" in name) else name
+from robustbench_cli.core.naming import short_name
+from robustbench_cli.reports.frames import summary_frame, transfer_frame
+from robustbench_cli.reports.model import Report
 
 
 def _pct(v) -> str:
     return "–" if v is None or v != v else f"{100 * v:.1f}%"
 
 
-def render_summary(report: dict, console: Console) -> None:
+def render_summary(report: Report, console: Console) -> None:
     df = summary_frame(report)
     attack_cols = [c for c in df.columns if c.startswith("after:")]
-    table = Table(title=f"robust · battery {report['battery']['name']}@{report['battery']['version']} · "
-                        f"data {report['data']['name']} (n={report['data']['n']}) · seed {report['seed']}")
+    table = Table(title=f"robust · battery {report.battery_id} · data {report.data['name']} (n={report.data['n']}) · "
+                        f"seed {report.seed}")
     certified = "certified_accuracy" in df.columns
     for col, just in [("target", "left"), ("threat", "left"), ("n", "right"), ("clean", "right"), ("robust", "right"),
                       *([("certified", "right")] if certified else [])]:
@@ -52,39 +43,36 @@ def render_summary(report: dict, console: Console) -> None:
     if certified:
         console.print("[dim]certified: samples proven robust by sound bounds (IBP/CROWN), a lower bound; the true robust "
                       "accuracy lies between certified and robust[/dim]")
-    for r in report["results"]:
-        c = r.get("certificate") or {}
-        asked = (report.get("options") or {}).get("certify")  # --certify: say why a certificate did not run
+    asked = report.option("certify")  # --certify: say why a certificate did not run
+    for r in report.results:
+        c = r.certificate or {}
         if c.get("stopped") or (asked and c.get("skipped")):
             why = c.get("stopped") or c.get("skipped")
-            console.print(f"[dim]certificate on {short_name(r['target'])} {r['threat']}: {why}[/dim]", highlight=False)
+            console.print(f"[dim]certificate on {short_name(r.target)} {r.threat}: {why}[/dim]", highlight=False)
     render_transfer(report, console)
     skipped: dict[tuple[str, str], list[str]] = {}  # (target, reason) -> attack labels, one line each
-    for r in report["results"]:
-        for a in r["attacks"]:
-            if a["skipped"]:
-                labels = skipped.setdefault((r["target"], a["skipped"]), [])
-                if a["label"] not in labels:
-                    labels.append(a["label"])
+    for r in report.results:
+        for a in r.attacks:
+            if a.skipped:
+                labels = skipped.setdefault((r.target, a.skipped), [])
+                if a.label not in labels:
+                    labels.append(a.label)
     for (target, reason), labels in skipped.items():
         console.print(f"[yellow]skipped {', '.join(labels)}[/yellow] on {short_name(target)}: {reason}")
-    for r in report["results"]:  # classifiers guarded by a detector (robust scan --detector)
-        d = r.get("detector")
+    for r in report.results:  # classifiers guarded by a detector (robust scan --detector)
+        d = r.detector
         if d:
-            console.print(f"detector {short_name(d['detector'])} on {short_name(r['target'])} {r['threat']}: rejects "
+            console.print(f"detector {short_name(d['detector'])} on {short_name(r.target)} {r.threat}: rejects "
                           f"{_pct(d['clean_rejection_rate'])} of clean inputs; flagged {d['detected']} of the "
                           f"{d['fooled_classifier']} candidates that fooled the classifier ({_pct(d['detection_rate'])}); "
-                          f"robust accuracy {_pct(r['robust_accuracy'])}", highlight=False)
-    for r in report["results"]:
-        for d in r["diagnostics"]:
-            if not d["passed"]:
-                console.print(f"[bold red]check failed[/bold red] {short_name(r['target'])} {r['threat']}: {d['message']}")
+                          f"robust accuracy {_pct(r.robust_accuracy)}", highlight=False)
+    for r in report.results:
+        for f in r.failed_checks():
+            console.print(f"[bold red]check failed[/bold red] {short_name(r.target)} {r.threat}: {f.message}")
 
 
-def render_transfer(report: dict, console: Console) -> None:
+def render_transfer(report: Report, console: Console) -> None:
     """The transfer matrix (surrogate x target), when the battery had transfer or generator entries."""
-    from robustbench_cli.reports.frames import transfer_frame
-
     df = transfer_frame(report)
     if df.empty:
         return

@@ -17,7 +17,10 @@ import base64
 import html
 import io
 
-from robustbench_cli.reports.stats import count_of, pct_text, wilson
+from robustbench_cli.reports import compare as C
+from robustbench_cli.reports import verdict as V
+from robustbench_cli.reports.model import Report, Verdict
+from robustbench_cli.reports.stats import pct_text, wilson
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;color:#1b1b1b;padding:0 1rem}
@@ -79,16 +82,16 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def eps_curves(report: dict, names: dict[str, str]) -> list[dict]:
+def eps_curves(report: Report, names: dict[str, str]) -> list[dict]:
     """Robust accuracy against epsilon, per norm and goal: the points of each target (clean accuracy at 0)."""
     groups: dict[tuple, dict] = {}
-    for r in report["results"]:
-        key = (r["norm"], bool(r.get("targeted")))
-        g = groups.setdefault(key, {"norm": r["norm"], "targeted": key[1], "series": {}})
-        s = g["series"].setdefault(r["target"], {"label": names.get(r["target"], r["target"]), "points": []})
+    for r in report.results:
+        key = (r.norm, bool(r.targeted))
+        g = groups.setdefault(key, {"norm": r.norm, "targeted": key[1], "series": {}})
+        s = g["series"].setdefault(r.target, {"label": names.get(r.target, r.target), "points": []})
         if not s["points"]:
-            s["points"].append({"epsilon": 0.0, "threat": "clean", "value": r["clean_accuracy"], "n": r["n"]})
-        s["points"].append({"epsilon": float(r["epsilon"]), "threat": r["threat"], "value": r["robust_accuracy"], "n": r["n"]})
+            s["points"].append({"epsilon": 0.0, "threat": "clean", "value": r.clean_accuracy, "n": r.n})
+        s["points"].append({"epsilon": float(r.epsilon), "threat": r.threat, "value": r.robust_accuracy, "n": r.n})
     for g in groups.values():
         for s in g["series"].values():
             s["points"].sort(key=lambda p: p["epsilon"])
@@ -111,17 +114,17 @@ def _plot_eps(g: dict) -> bytes:
     return _png(fig)
 
 
-def query_curves(report: dict, names: dict[str, str]) -> list[dict]:
+def query_curves(report: Report, names: dict[str, str]) -> list[dict]:
     """Success against queries for threats where a query attack ran: the battery's curve and each query attack's."""
     out = []
-    for r in report["results"]:
-        query_attacks = [a for a in r["attacks"] if a["family"] == "query" and not a["skipped"] and a.get("success_curve")]
+    for r in report.results:
+        query_attacks = [a for a in r.attacks if a.family == "query" and a.ran and a.success_curve]
         if not query_attacks:
             continue
-        series = [{"label": "whole battery", "curve": r["success_curve"]}]
-        series += [{"label": a["label"], "curve": a["success_curve"]} for a in query_attacks]
-        out.append({"target": r["target"], "label": names.get(r["target"], r["target"]), "threat": r["threat"],
-                    "grid": r["query_grid"], "series": series})
+        series = [{"label": "whole battery", "curve": r.success_curve}]
+        series += [{"label": a.label, "curve": a.success_curve} for a in query_attacks]
+        out.append({"target": r.target, "label": names.get(r.target, r.target), "threat": r.threat,
+                    "grid": r.query_grid, "series": series})
     return out
 
 
@@ -144,40 +147,38 @@ def _plot_queries(c: dict) -> bytes:
 
 
 # --- sections ---------------------------------------------------------------------------------------------------------
-def _summary(report: dict, names: dict[str, str]) -> str:
-    labels = list(dict.fromkeys(a["label"] for r in report["results"] for a in r["attacks"]))
+def _summary(report: Report, names: dict[str, str]) -> str:
+    labels = list(dict.fromkeys(a.label for r in report.results for a in r.attacks))
     header = ["target", "threat", "n", "clean", "robust", "95% CI", *[f"after {x}" for x in labels],
               "queries/sample", "median q to break", "time"]
     rows = []
-    for r in report["results"]:
-        by = {a["label"]: a for a in r["attacks"]}
-        ci = wilson(count_of(r["robust_accuracy"], r["n"]), r["n"])
-        cells = [names.get(r["target"], r["target"]), r["threat"], r["n"], pct_text(r["clean_accuracy"]),
-                 _Raw(f"<b>{_e(pct_text(r['robust_accuracy']))}</b>"),
+    for r in report.results:
+        ci = wilson(r.samples.robust_count(), r.n)
+        cells = [names.get(r.target, r.target), r.threat, r.n, pct_text(r.clean_accuracy),
+                 _Raw(f"<b>{_e(pct_text(r.robust_accuracy))}</b>"),
                  "–" if ci is None else f"{pct_text(ci[0])}–{pct_text(ci[1])}"]
         for x in labels:
-            a = by.get(x)
-            cells.append("–" if a is None else ("skipped" if a["skipped"] else pct_text(a["robust_accuracy_after"])))
-        q, qb = r["queries_mean"], r["queries_median_success"]
-        cells += ["–" if q is None else f"{q:,.0f}", "–" if qb is None else f"{qb:,.0f}", f"{r['seconds']:.1f}s"]
+            a = r.attack(x)
+            cells.append("–" if a is None else ("skipped" if a.skipped else pct_text(a.robust_accuracy_after)))
+        q, qb = r.queries_mean, r.queries_median_success
+        cells += ["–" if q is None else f"{q:,.0f}", "–" if qb is None else f"{qb:,.0f}", f"{r.seconds:.1f}s"]
         rows.append(cells)
     out = [_table(header, rows, left=2)]
     notes = []
     skipped: dict[tuple[str, str], list[str]] = {}  # (target, reason) -> attack labels, one line each
-    for r in report["results"]:
-        for a in r["attacks"]:
-            if a["skipped"]:
-                labels = skipped.setdefault((names.get(r["target"], r["target"]), a["skipped"]), [])
-                if a["label"] not in labels:
-                    labels.append(a["label"])
+    for r in report.results:
+        for a in r.attacks:
+            if a.skipped:
+                labels = skipped.setdefault((names.get(r.target, r.target), a.skipped), [])
+                if a.label not in labels:
+                    labels.append(a.label)
     notes += [f"skipped {', '.join(labels)} on {target}: {reason}" for (target, reason), labels in skipped.items()]
-    for r in report["results"]:
-        for d in r["diagnostics"]:
-            if not d["passed"]:
-                notes.append(f"check failed on {names.get(r['target'], r['target'])} at {r['threat']}: {d['message']}")
-        ec = r.get("examples_check")
+    for r in report.results:
+        for d in r.failed_checks():
+            notes.append(f"check failed on {names.get(r.target, r.target)} at {r.threat}: {d.message}")
+        ec = r.examples_check
         if ec:
-            notes.append(f"{names.get(r['target'], r['target'])} at {r['threat']}: {ec['checked']} example(s) re-checked "
+            notes.append(f"{names.get(r.target, r.target)} at {r.threat}: {ec['checked']} example(s) re-checked "
                          f"after 8-bit rounding, {ec['still_adversarial']} still fool the model"
                          + (f" (saved in {ec['folder']})" if ec.get("folder") else ""))
     if notes:
@@ -188,45 +189,34 @@ def _summary(report: dict, names: dict[str, str]) -> str:
     return "".join(out)
 
 
-def _gate(verdict: dict) -> str:
-    from robustbench_cli.gate import rules as gate
-
+def _gate(verdict: Verdict) -> str:
     cls = {"pass": "pass", "FAIL": "fail", "n/a": "na"}
     rows = []
-    for row in gate.rows(verdict):
+    for row in V.rows(verdict):
         rows.append([_Raw(f'<span class="{cls[row[0]]}">{_e(row[0])}</span>'), *row[1:]])
-    out = [_table(gate.HEADER, rows, left=4)]
-    out += [f"<p><b>{_e(c['rule'])}</b>: {_e(c['message'])}</p>" for c in verdict["checks"] if c["status"] != "pass"]
-    out.append(f'<p class="dim">{_e(gate.LEGEND)}</p>')
-    vcls = {"passed": "pass", "failed": "fail", "could not judge": "na"}[verdict["status"]]
-    out.append(f'<p class="verdict {vcls}" id="verdict">{_e(verdict["line"])}</p>')
+    out = [_table(V.HEADER, rows, left=4)]
+    out += [f"<p><b>{_e(c.rule)}</b>: {_e(c.message)}</p>" for c in verdict.checks if c.status != "pass"]
+    out.append(f'<p class="dim">{_e(V.LEGEND)}</p>')
+    vcls = {"passed": "pass", "failed": "fail", "could not judge": "na"}[verdict.status]
+    out.append(f'<p class="verdict {vcls}" id="verdict">{_e(verdict.line)}</p>')
     return "".join(out)
 
 
-def _comparison(cmp: dict) -> str:
-    from robustbench_cli.reports import compare as C
-
-    labels = [c["label"] for c in cmp["columns"]]
+def _comparison(cmp: C.Comparison) -> str:
+    labels = cmp.labels
     out = [f"<p>Reference column: <b>{_e(labels[0])}</b>.</p>"]
-    out += [f"<p class=\"na\">warning: {_e(w)}</p>" for w in cmp["warnings"]]
-    for th in cmp["threats"]:
-        out.append(f"<h3>{_e(th['threat'])} (n={th['n']})</h3>")
-        out.append(_table(["metric", *labels], [[row["metric"], *[C._cell(row, j) for j in range(len(labels))]]
-                                                for row in th["rows"]]))
-        prow = []
-        for p in th["paired"]:
-            if p.get("n") is None:
-                prow.append([p["b"], "–", "–", "–", "–", "–", "no per-sample results"])
-            else:
-                prow.append([p["b"], p["n"], p["both_robust"], p["robust_to_broken"], p["broken_to_robust"],
-                             p["both_broken"], C._p_text(p["p_value"])])
-        out.append(_table([f"paired, against {labels[0]}", "n", "both robust", "robust→broken", "broken→robust",
-                           "both broken", "McNemar p"], prow))
+    out += [f"<p class=\"na\">warning: {_e(w)}</p>" for w in cmp.warnings]
+    for th in cmp.threats:
+        out.append(f"<h3>{_e(th.threat)} (n={th.n})</h3>")
+        out.append(_table(["metric", *labels], [[row.metric, *[row.cell(j) for j in range(len(labels))]]
+                                                for row in th.rows]))
+        prow = [[p.b, *C.paired_cells(p)] for p in th.paired]
+        out.append(_table([f"paired, against {labels[0]}", *C.PAIRED_HEADER], prow))
     out.append(f'<p class="dim">{_e(C.LEGEND)}</p>')
     return "".join(out)
 
 
-def _curves(report: dict, names: dict[str, str]) -> str:
+def _curves(report: Report, names: dict[str, str]) -> str:
     out = ["<h2>Robust accuracy vs epsilon</h2>"]
     for g in eps_curves(report, names):
         title = f"{g['norm']}{' targeted' if g['targeted'] else ''}"
@@ -248,8 +238,8 @@ def _curves(report: dict, names: dict[str, str]) -> str:
     return "".join(out)
 
 
-def _examples(report: dict, examples, names: dict[str, str]) -> str:
-    from robustbench_cli.reports.examples import perturbation_u8, png_bytes
+def _examples(report: Report, examples, names: dict[str, str]) -> str:
+    from robustbench_cli.reports.images import perturbation_u8, png_bytes
 
     if examples is None:
         return ('<p class="dim">No examples: they are embedded only when <code>robust scan</code> writes the HTML report '
@@ -287,12 +277,10 @@ def _examples(report: dict, examples, names: dict[str, str]) -> str:
     return "".join(out)
 
 
-def to_html(report: dict, examples=None) -> str:
+def to_html(report: Report, examples=None) -> str:
     """The report as one self-contained HTML page. ``examples``: checked examples (None: not available)."""
-    from robustbench_cli.reports.compare import compare, display_names
-
-    names = display_names(report)
-    data, bat, prov = report["data"], report["battery"], report.get("provenance", {})
+    names = C.display_names(report)
+    data, prov = report.data, report.provenance
     title = "robust report"
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -300,14 +288,14 @@ def to_html(report: dict, examples=None) -> str:
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
         f"<p>Data <code>{_e(data['name'])}</code> (n={data['n']}, sha256 <code>{_e(str(data['sha256'])[:12])}</code>), "
-        f"battery <code>{_e(bat['name'])}@{_e(bat['version'])}</code>, seed {_e(report['seed'])}, "
-        f"robust {_e(report['tool']['version'])}, created {_e(report.get('created', ''))}.</p>",
+        f"battery <code>{_e(report.battery_id)}</code>, seed {_e(report.seed)}, "
+        f"robust {_e(report.tool['version'])}, created {_e(report.created)}.</p>",
     ]
-    if report.get("gate"):
-        parts += ["<h2>Gate</h2>", _gate(report["gate"])]
+    if report.gate is not None:
+        parts += ["<h2>Gate</h2>", _gate(report.gate)]
     parts += ["<h2>Summary</h2>", _summary(report, names)]
-    if len(report["targets"]) > 1:
-        parts += ["<h2>Comparison</h2>", _comparison(compare(report))]
+    if len(report.targets) > 1:
+        parts += ["<h2>Comparison</h2>", _comparison(C.compare(report))]
     parts.append(_curves(report, names))
     parts += ["<h2>Adversarial examples</h2>", _examples(report, examples, names)]
     libs = prov.get("libraries", {})

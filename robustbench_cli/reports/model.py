@@ -1,181 +1,327 @@
-"""The report: a versioned, JSON-serialisable record of an evaluation and where it came from.
+"""The report as typed objects: the one place that knows the keys of ``robust-report/1``.
 
-``format`` names the schema version. Accuracies are fractions in [0,1]. Per-sample results are kept
-(columnar, one list per field) because comparisons, gates and resumption need them, not only the means.
+A :class:`Report` is what a scan returns (to the CLI, to the Python API) and what every view reads: the terminal
+table, the CSV/Markdown/HTML/JUnit files, comparisons and the gate. It reads and writes the versioned JSON format
+(``format``; accuracies are fractions in [0,1]; per-sample results are kept, columnar, one list per field, because
+comparisons, gates and resumption need them, not only the means). Reading checks every value's type and that each
+result's summary agrees with its own per-sample columns, so no view (and no gate) judges a report that contradicts
+itself.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
-import platform
-import sys
-from importlib import metadata
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-
-from robustbench_cli import __version__
-from robustbench_cli.evaluation import diagnostics
 from robustbench_cli.core.errors import UserError
-from robustbench_cli.core.results import Evaluation, ThreatResult
+from robustbench_cli.core.records import from_data, to_data
 
 FORMAT = "robust-report/1"
-_LIBS = ("torch", "onnxruntime", "numpy", "timm", "pandas")
-
-
-def library_versions() -> dict:
-    out = {"python": platform.python_version()}
-    for lib in _LIBS:
-        try:
-            out[lib] = metadata.version(lib)
-        except metadata.PackageNotFoundError:
-            out[lib] = None
-    return out
-
-
-def _stat(a: np.ndarray, fn) -> float | None:
-    return float(fn(a)) if len(a) else None
-
-
-def query_grid(max_q: int) -> list[int]:
-    """1, 2, 5, 10, 20, 50, ... up to and including the first value at or above ``max_q``."""
-    grid, k = [], 0
-    while True:
-        q = (1, 2, 5)[k % 3] * 10 ** (k // 3)
-        grid.append(q)
-        if q >= max_q:
-            return grid
-        k += 1
-
-
-def success_curve(queries_of_successes: np.ndarray, attempted: int, grid: list[int]) -> list[float | None]:
-    """Fraction of the attempted samples broken within each number of queries of the grid."""
-    if not attempted:
-        return [None] * len(grid)
-    q = np.sort(queries_of_successes)
-    return [float(np.searchsorted(q, g, side="right") / attempted) for g in grid]
-
-
-def epsilon_curve(r: ThreatResult, points: int = 16) -> dict:
-    """Robust accuracy (an upper bound) at epsilons from 0 to the largest verified distance, from one scan.
-
-    A sample counts as broken at epsilon' when a verified adversarial lies within epsilon' of it
-    (``min_distance``); at the scan's own epsilon this is the robust accuracy. Beyond it only minimum-norm
-    attacks (FMN) tell anything: without one, every sample robust at epsilon stays robust on the curve.
-    """
-    md = r.min_distance if r.min_distance is not None else np.full(len(r.ids), np.nan)
-    correct = r.clean_correct
-    d = np.where(correct, md, np.nan)
-    finite = d[np.isfinite(d)]
-    top = max(r.threat.epsilon, float(finite.max()) if len(finite) else 0.0)
-    grid = sorted({round(float(e), 6) for e in np.linspace(0.0, top, points)} | {r.threat.epsilon})
-    with np.errstate(invalid="ignore"):
-        ra = [float((correct & ~(d <= e)).sum() / max(r.n, 1)) for e in grid]
-    return {"epsilon": grid, "robust_accuracy": ra,
-            "minimum_norm_attacks": [a.label for a in r.attacks if a.minimum_norm and not a.skipped]}
-
-
-def _threat_entry(r: ThreatResult, target_findings: tuple = ()) -> dict:
-    broken = ~r.robust & r.clean_correct
-    grid = query_grid(int(max(r.queries.max(initial=0), 1)))
-    attacks = []
-    for a in r.attacks:
-        entry = {
-            "label": a.label, "attack": a.name, "family": a.family, "skipped": a.skipped,
-            "independent": a.independent, "attempted": a.attempted, "broken": a.broken,
-            "success_rate": (a.broken / a.attempted) if a.attempted else None,
-            "robust_accuracy_after": a.robust_after, "seconds": round(a.seconds, 4), "config": a.config,
-            # samples it finished: all it attempted, unless the scan stopped (Ctrl-C, --time-budget) during it
-            "completed": int(a.done_mask.sum()) if a.done_mask is not None and not a.skipped else None,
-        }
-        if a.detected is not None:  # a guarded target: candidates that fooled the classifier but were flagged
-            entry["detected"] = a.detected
-        if a.family in ("transfer", "generative"):  # what the examples were crafted on: a column of the transfer matrix
-            entry["surrogates"] = list(a.config.get("surrogates") or (a.config.get("trained") or {}).get("surrogates") or [])
-        if a.queries is not None:
-            mine = a.broken_mask if a.broken_mask is not None else np.zeros(len(a.queries), dtype=bool)
-            entry["queries_mean"] = _stat(a.queries[a.attempted_mask], np.mean) if a.attempted_mask is not None else None
-            entry["queries_mean_success"] = _stat(a.queries[mine], np.mean)
-            entry["queries_median_success"] = _stat(a.queries[mine], np.median)
-            entry["success_curve"] = success_curve(a.queries[mine], a.attempted, grid)
-        attacks.append(entry)
-    at_break = r.queries_at_break[broken] if r.queries_at_break is not None else np.zeros(0, dtype=np.int64)
-    correct = int(r.clean_correct.sum())
-    def clean_list(a):
-        return [None if (isinstance(v, float) and np.isnan(v)) else v for v in a.tolist()]
-    return {
-        "target": r.target,
-        "threat": r.threat.name,
-        "norm": r.threat.norm.value,
-        "epsilon": r.threat.epsilon,
-        "targeted": r.threat.targeted or bool((r.goal != r.labels).any()),
-        "n": r.n,
-        "clean_accuracy": r.clean_accuracy,
-        "robust_accuracy": r.robust_accuracy,
-        "broken": int(broken.sum()),
-        "seconds": round(r.seconds, 4),
-        "queries_mean": _stat(r.queries[r.eligible], np.mean),
-        "queries_mean_success": _stat(at_break, np.mean),
-        "queries_median_success": _stat(at_break, np.median),
-        # robust accuracy had the evaluation stopped after q queries per sample: samples broken within q
-        # queries (all attacks so far, verification included) count as broken
-        "query_grid": grid,
-        "success_curve": success_curve(at_break, correct, grid),
-        "robust_accuracy_curve": [
-            float((correct - np.searchsorted(np.sort(at_break), g, side="right")) / max(r.n, 1)) for g in grid
-        ],
-        "robust_accuracy_by_epsilon": epsilon_curve(r),
-        # a lower bound next to the attacks' upper bound: the share of samples a sound certificate proved robust
-        "certified_accuracy": r.certified_accuracy,
-        "certificate": r.certificate,
-        "diagnostics": diagnostics.check(r) + list(target_findings),
-        "attacks": attacks,
-        **({"detector": r.detector} if r.detector is not None else {}),
-        "samples": {
-            "id": r.ids.tolist(),
-            "label": r.labels.tolist(),
-            "clean_pred": r.clean_pred.tolist(),
-            "goal": r.goal.tolist(),
-            "eligible": r.eligible.tolist(),
-            "robust": r.robust.tolist(),
-            "adv_pred": r.adv_pred.tolist(),
-            "distance": clean_list(r.distance),
-            "min_distance": clean_list(r.min_distance if r.min_distance is not None else np.full(len(r.ids), np.nan)),
-            "queries": r.queries.tolist(),
-            "queries_at_break": (r.queries_at_break if r.queries_at_break is not None else np.zeros(len(r.ids), dtype=np.int64)).tolist(),
-            "broken_by": list(r.broken_by),
-            "certified": (r.certified if r.certified is not None else np.zeros(len(r.ids), dtype=bool)).tolist(),
-        },
-    }
-
-
-def build_report(evaluations: list[Evaluation], *, data: dict, battery: dict, seed: int, device: str,
-                 options: dict | None = None) -> dict:
-    return {
-        "format": FORMAT,
-        "tool": {"name": "robust", "version": __version__},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "provenance": {
-            "libraries": library_versions(),
-            "platform": platform.platform(),
-            "device": device,
-            "seed": seed,
-            "command": sys.argv[1:],
-        },
-        "seed": seed,
-        "data": data,
-        "battery": battery,
-        "options": options or {},
-        # probes: the model calls the diagnostics made on clean inputs, outside every attack's query count
-        # oom_retries: attack batches retried at half size after the device ran out of memory (results unchanged)
-        "targets": [{**e.target, "probes": e.probes, "oom_retries": e.oom_retries} for e in evaluations],
-        "results": [_threat_entry(r, (*diagnostics.check_cascade(r, e.target), *diagnostics.check_target(e)))
-                    for e in evaluations for r in e.results],
-    }
-
-
 SCHEMA = "schema/robust-report-1.json"  # JSON Schema of FORMAT, shipped in the package
+OPT = {"omit_none": True}  # a key written only when it has a value
+EXTRA = {"extra": True}  # keys this version does not know, kept as they were
+WITH_CURVE = {"omit_with": "success_curve"}
+
+
+@dataclass(kw_only=True)
+class Samples:
+    """Per-sample columns of one target under one threat (one list per field, in sample order)."""
+
+    id: list[int]
+    label: list[int]
+    clean_pred: list[int]
+    goal: list[int]
+    eligible: list[bool]
+    robust: list[bool]
+    adv_pred: list[int]
+    distance: list[float | None]
+    min_distance: list[float | None] | None = field(default=None, metadata=OPT)
+    queries: list[int]
+    queries_at_break: list[int]
+    broken_by: list[str | None]
+    certified: list[bool] | None = field(default=None, metadata=OPT)
+    extra: dict = field(default_factory=dict, metadata=EXTRA)
+
+    def __len__(self) -> int:
+        return len(self.id)
+
+    def robust_count(self) -> int:
+        """Eligible samples never verified broken."""
+        return sum(1 for r, e in zip(self.robust, self.eligible) if r and e)
+
+    def clean_correct(self) -> list[bool]:
+        return [p == y and e for p, y, e in zip(self.clean_pred, self.label, self.eligible)]
+
+
+@dataclass(kw_only=True)
+class AttackRow:
+    """What one attack of the battery did on one target under one threat."""
+
+    label: str
+    attack: str
+    family: str
+    skipped: str | None
+    independent: bool
+    attempted: int
+    broken: int
+    success_rate: float | None
+    robust_accuracy_after: float | None
+    seconds: float
+    config: dict
+    completed: int | None = None
+    detected: int | None = field(default=None, metadata=OPT)
+    surrogates: list[str] | None = field(default=None, metadata=OPT)
+    # per-sample query statistics: present for every attack that ran (with its success curve), absent when skipped
+    queries_mean: float | None = field(default=None, metadata=WITH_CURVE)
+    queries_mean_success: float | None = field(default=None, metadata=WITH_CURVE)
+    queries_median_success: float | None = field(default=None, metadata=WITH_CURVE)
+    success_curve: list[float | None] | None = field(default=None, metadata=OPT)
+    extra: dict = field(default_factory=dict, metadata=EXTRA)
+
+    @property
+    def ran(self) -> bool:
+        return not self.skipped
+
+
+@dataclass(kw_only=True)
+class Finding:
+    """A diagnostic check: its id, whether it passed, and a sentence a person can act on."""
+
+    check: str
+    attack: str | None = field(default=None, metadata=OPT)
+    baseline: str | None = field(default=None, metadata=OPT)
+    passed: bool
+    message: str
+    extra: dict = field(default_factory=dict, metadata=EXTRA)
+
+
+@dataclass(kw_only=True)
+class Result:
+    """One target under one threat model."""
+
+    target: str
+    threat: str
+    norm: str
+    epsilon: float
+    targeted: bool
+    n: int
+    clean_accuracy: float
+    robust_accuracy: float
+    broken: int
+    seconds: float
+    queries_mean: float | None
+    queries_mean_success: float | None
+    queries_median_success: float | None
+    query_grid: list[int]
+    success_curve: list[float | None]
+    robust_accuracy_curve: list[float | None]
+    robust_accuracy_by_epsilon: dict | None = field(default=None, metadata=OPT)
+    certified_accuracy: float | None = None
+    certificate: dict | None = None
+    diagnostics: list[Finding]
+    attacks: list[AttackRow]
+    detector: dict | None = field(default=None, metadata=OPT)
+    samples: Samples
+    examples_check: dict | None = field(default=None, metadata=OPT)
+    extra: dict = field(default_factory=dict, metadata=EXTRA)
+
+    @property
+    def key(self) -> tuple[str, float, bool]:
+        """The threat as a value: ``linf:8/255`` and ``linf:0.0313...`` are the same threat."""
+        return self.norm, float(self.epsilon), self.threat.endswith(":targeted")
+
+    def attack(self, label: str) -> AttackRow | None:
+        return next((a for a in self.attacks if a.label == label), None)
+
+    def failed_checks(self) -> list[Finding]:
+        return [d for d in self.diagnostics if not d.passed]
+
+
+@dataclass(kw_only=True)
+class TargetInfo:
+    """What was scanned: the model's identity, kind and what it exposes (``details``: what its loader recorded)."""
+
+    name: str
+    kind: str = ""
+    capabilities: list[str] = field(default_factory=list)
+    input_shape: list[int] | None = None
+    flat_dim: int | None = None
+    num_classes: int | None = None
+    output_kind: str = "unknown"
+    sha256: str = ""
+    device: str | None = None
+    details: dict = field(default_factory=dict, metadata=EXTRA)
+    probes: dict | None = field(default=None, metadata=OPT)
+    oom_retries: int | None = field(default=None, metadata=OPT)
+
+
+@dataclass(kw_only=True)
+class Check:
+    """One gate rule applied to one target under one threat: the value judged (as displayed), and the decision."""
+
+    kind: str  # fail-under | max-drop
+    rule: str  # canonical: robust_accuracy@linf:8/255=40%
+    written: str = ""  # as the user wrote it
+    source: str = "command line"
+    metric: str  # robust_accuracy | clean_accuracy
+    threat: str
+    target: str
+    threshold: str = ""
+    status: str = "n/a"  # pass | fail | n/a
+    value: float | None = None
+    shown: str = "–"
+    n: int | None = None
+    ci: list[float] | None = None
+    ci_shown: str = "–"
+    baseline_target: str | None = None
+    baseline_value: float | None = None
+    baseline_shown: str | None = None
+    change: str | None = None
+    paired_test: dict | None = None
+    within_noise: bool = False
+    message: str = ""
+    note: str | None = None
+    extra: dict = field(default_factory=dict, metadata=EXTRA)
+
+
+@dataclass(kw_only=True)
+class Verdict:
+    """The gate's decision on a report: every check, the status and the exit code CI acts on."""
+
+    status: str  # passed | failed | could not judge
+    exit_code: int
+    line: str
+    report: str = "report"
+    baseline: str | None = None
+    paired: bool = False
+    alpha: float = 0.05
+    rules: list[dict] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    extra: dict = field(default_factory=dict, metadata=EXTRA)
+
+    def to_dict(self) -> dict:
+        return to_data(self)
+
+
+@dataclass(kw_only=True)
+class Report:
+    """A scan's record: provenance, the data, the battery, every target and every (target, threat) result."""
+
+    format: str
+    tool: dict
+    created: str
+    provenance: dict
+    seed: int
+    data: dict
+    battery: dict
+    options: dict
+    targets: list[TargetInfo]
+    results: list[Result]
+    complete: bool | None = field(default=None, metadata=OPT)
+    incomplete: dict | None = field(default=None, metadata=OPT)
+    gate: Verdict | None = field(default=None, metadata=OPT)
+    sources: list[dict] | None = field(default=None, metadata=OPT)  # a merged report: where each target came from
+    extra: dict = field(default_factory=dict, metadata=EXTRA)
+
+    # --- reading and writing --------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "report") -> Report:
+        if not isinstance(data, dict) or not str(data.get("format", "")).startswith("robust-report/"):
+            raise UserError(f"{where}: not a robust report (no 'format': robust-report/N)")
+        if data["format"] != FORMAT:
+            raise UserError(f"{where}: report format {data['format']} is not supported by this version ({FORMAT})")
+        missing = [k for k in ("data", "battery", "targets", "results") if not isinstance(data.get(k), (dict, list))]
+        if missing:
+            raise UserError(f"{where}: not a complete robust report (missing {', '.join(missing)})")
+        try:
+            report = from_data(cls, data, where="")
+        except UserError as e:
+            raise UserError(f"{where}: not a valid robust report ({e})") from None
+        report.check(where)
+        return report
+
+    def to_dict(self) -> dict:
+        return to_data(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
+
+    def check(self, where: str = "report") -> None:
+        """Refuse a report whose numbers contradict its own per-sample columns (an edited or truncated file)."""
+        names = {t.name for t in self.targets}
+        for r in self.results:
+            at = f"{where}: {r.target} at {r.threat}"
+            s = r.samples
+            columns = {k: v for k, v in vars(s).items() if isinstance(v, list)}
+            if len({len(v) for v in columns.values()}) > 1:
+                raise UserError(f"{at}: the per-sample columns have different lengths")
+            if names and r.target not in names:
+                raise UserError(f"{at}: the result names a target the report does not list")
+            eligible = sum(s.eligible)
+            if r.n != eligible:
+                raise UserError(f"{at}: n is {r.n} but {eligible} samples are eligible")
+            for what, value, count in (("robust_accuracy", r.robust_accuracy, s.robust_count()),
+                                       ("clean_accuracy", r.clean_accuracy, sum(s.clean_correct()))):
+                if not 0.0 <= value <= 1.0 or abs(value - count / max(r.n, 1)) > 1e-9:
+                    raise UserError(f"{at}: {what} {value!r} does not match its per-sample columns "
+                                    f"({count} of {r.n})")
+
+    # --- questions people ask ----------------------------------------------------------------------------------------
+    def target(self, name: str) -> TargetInfo | None:
+        return next((t for t in self.targets if t.name == name), None)
+
+    def results_of(self, target: str) -> list[Result]:
+        return [r for r in self.results if r.target == target]
+
+    def by_target(self) -> dict[str, list[Result]]:
+        out: dict[str, list[Result]] = {t.name: [] for t in self.targets}
+        for r in self.results:
+            out.setdefault(r.target, []).append(r)
+        return out
+
+    def robust_accuracy(self, target: str | None = None, threat: str | None = None) -> float:
+        """The robust accuracy of one (target, threat); either may be left out when the report has only one."""
+        rows = [r for r in self.results if (target is None or r.target == target)
+                and (threat is None or r.threat == threat)]
+        if len(rows) != 1:
+            have = ", ".join(f"{r.target} at {r.threat}" for r in self.results)
+            raise UserError(f"{len(rows)} results match target={target!r}, threat={threat!r} (the report has: {have})")
+        return rows[0].robust_accuracy
+
+    @property
+    def battery_id(self) -> str:
+        return f"{self.battery.get('name')}@{self.battery.get('version')}"
+
+    def option(self, name: str) -> Any:
+        """A scan option that decides whether reports compare (``queries``, ``targeted``, ``certify``), as the scan
+        recorded it: under ``run`` in this version's options, at the top in reports of earlier versions."""
+        run = self.options.get("run")
+        return run.get(name) if isinstance(run, dict) else self.options.get(name)
+
+    # --- views --------------------------------------------------------------------------------------------------------
+    def summary_frame(self):
+        from robustbench_cli.reports.frames import summary_frame
+
+        return summary_frame(self)
+
+    def samples_frame(self):
+        """One row per (target, threat, sample), as pandas."""
+        from robustbench_cli.reports.frames import samples_frame
+
+        return samples_frame(self)
+
+    def to_html(self, examples=None) -> str:
+        from robustbench_cli.reports.html import to_html
+
+        return to_html(self, examples)
+
+    def write(self, *paths: str | Path, examples=None) -> list[Path]:
+        """Write the report in the formats its file names say (.json, .csv, .md, .html, .xml, .sarif), all or none."""
+        from robustbench_cli.reports.writers import check_outputs, write_reports
+
+        return write_reports(self, check_outputs([str(p) for p in paths]), examples=examples)
 
 
 def report_schema() -> dict:
@@ -185,7 +331,7 @@ def report_schema() -> dict:
     return json.loads(resources.files("robustbench_cli.reports").joinpath(SCHEMA).read_text(encoding="utf-8"))
 
 
-def load_report(path: str | Path) -> dict:
+def load_report(path: str | Path) -> Report:
     p = Path(path)
     if p.is_dir():
         raise UserError(f"report {str(p)!r} is a folder, not a report file")
@@ -194,14 +340,7 @@ def load_report(path: str | Path) -> dict:
     if p.stat().st_size == 0:
         raise UserError(f"{p}: empty file, not a JSON report")
     try:
-        rep = json.loads(p.read_text())
+        data = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{p}: not a JSON report ({e.__class__.__name__})") from None
-    if not isinstance(rep, dict) or not str(rep.get("format", "")).startswith("robust-report/"):
-        raise UserError(f"{p}: not a robust report (no 'format': robust-report/N)")
-    if rep["format"] != FORMAT:
-        raise UserError(f"{p}: report format {rep['format']} is not supported by this version ({FORMAT})")
-    missing = [k for k in ("data", "battery", "targets", "results") if not isinstance(rep.get(k), (dict, list))]
-    if missing:
-        raise UserError(f"{p}: not a complete robust report (missing {', '.join(missing)})")
-    return rep
+    return Report.from_dict(data, str(p))

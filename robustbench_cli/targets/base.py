@@ -7,9 +7,7 @@ layout conversion (NHWC ONNX models) and its batching (fixed-batch ONNX models a
 from __future__ import annotations
 
 import enum
-import hashlib
 from abc import ABC, abstractmethod
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,25 +24,6 @@ class Capability(enum.Flag):
     def names(cls, flags: "Capability") -> list[str]:
         return [c.name.lower() for c in cls if c in flags]
 
-
-def existing_file(path: str | Path, what: str) -> Path:
-    """The path of a non-empty file, or one clear line saying what is wrong with it."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise TargetError(f"{what} {str(path)!r} not found")
-    if p.is_dir():
-        raise TargetError(f"{what} {str(path)!r} is a folder, not a file")
-    if p.stat().st_size == 0:
-        raise TargetError(f"{what} file {str(path)!r} is empty")
-    return p
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Target(ABC):

@@ -8,12 +8,14 @@ vectors, logits or probabilities (detected on clean data and recorded), several 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from robustbench_cli.core.errors import TargetError
-from robustbench_cli.targets.base import Capability, Target, existing_file, file_sha256
+from robustbench_cli.core.io import existing_file, file_sha256
+from robustbench_cli.targets.base import Capability, Target
 
 _ORT_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
 
@@ -36,11 +38,16 @@ class OnnxTarget(Target):
     capabilities = Capability.LABELS | Capability.SCORES
 
     def __init__(self, path: str, *, layout: str | None = None, output: str | None = None,
-                 batch_size: int = 256, threads: int | None = None):
+                 batch_size: int = 256, threads: int | None = None, session=None):
         import onnxruntime as ort
 
-        p = existing_file(path, "model")
         super().__init__(path, batch_size=batch_size, device=torch.device("cpu"))
+        if session is not None:  # a session the caller made (the Python API)
+            self.session = session
+            self.sha256 = ""
+            self._describe(layout, output, path)
+            return
+        p = existing_file(path, "model")
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         # Attacks interleave model calls with torch work on the same cores; spinning onnxruntime threads would
@@ -62,6 +69,22 @@ class OnnxTarget(Target):
                 raise TargetError(f"{path}: uses an operator onnxruntime lacks ({msg})") from None
             raise TargetError(f"{path}: onnxruntime cannot load it ({msg})") from None
         self.sha256 = file_sha256(p)
+        self._describe(layout, output, path)
+
+    @classmethod
+    def from_session(cls, session, *, batch_size: int = 256, layout: str | None = None,
+                     output: str | None = None) -> OnnxTarget:
+        """A black box from an ``onnxruntime.InferenceSession`` already made; named and hashed by its model file
+        when it was loaded from one."""
+        path = getattr(session, "_model_path", None)
+        t = cls(str(path) if path else "onnxruntime-session", layout=layout, output=output, batch_size=batch_size,
+                session=session)
+        if path and Path(path).is_file():
+            t.sha256 = file_sha256(Path(path))
+        return t
+
+    def _describe(self, layout: str | None, output: str | None, path: str) -> None:
+        """Read the session's input and output: layout, fixed batch, classes."""
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise TargetError(f"{path}: the model has {len(inputs)} inputs; robust scans single-input classifiers")

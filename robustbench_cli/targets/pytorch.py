@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from robustbench_cli.core.errors import TargetError, TrustWarning
-from robustbench_cli.targets.base import Capability, Target, existing_file, file_sha256
+from robustbench_cli.core.io import existing_file, file_sha256
+from robustbench_cli.targets.base import Capability, Target
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "params", "weights")
 

@@ -41,7 +41,7 @@ from robustbench_cli.attacks.generative import (
     perturbation,
     save_generator,
 )
-from robustbench_cli.core.data import EvalSet, load_eval_set
+from robustbench_cli.core.data import DataSpec, EvalSet, load_eval_set
 from robustbench_cli.core.errors import DataError, UserError
 from robustbench_cli.core.threat_model import ThreatModel
 
@@ -50,12 +50,7 @@ from robustbench_cli.core.threat_model import ThreatModel
 class GeneratorConfig:
     surrogates: list[str]  # SPEC or SPEC@WEIGHTS, as scan's --surrogate (a white-box target works as well)
     out: str
-    data: str = "mnist:train"
-    n: int | None = None
-    offset: int = 0
-    shuffle: bool = False
-    data_layout: str | None = None
-    data_scale: float | None = None
+    data: DataSpec = field(default_factory=lambda: DataSpec("mnist:train"))  # the training data (not the evaluation data)
     exclude: list[str] = field(default_factory=list)  # evaluation data that must share no image with the training data
     threat: str = "linf:0.3"
     epochs: int = 10
@@ -85,17 +80,17 @@ def check_out(path: str) -> Path:
     out = Path(path).expanduser()
     if out.is_dir():
         raise UserError(f"cannot write {path}: it is a folder")
-    from robustbench_cli.reports.writers import writable_parent
+    from robustbench_cli.core.io import writable_parent
 
     writable_parent(out, f"cannot write {path}")
     return out
 
 
-def load_training_data(spec: str, *, n, offset, shuffle, seed, layout, scale, exclude: list[str]) -> tuple[EvalSet, list]:
+def load_training_data(spec: DataSpec, *, seed: int, exclude: list[str]) -> tuple[EvalSet, list]:
     """The training data, refused when it shares an image with any ``exclude`` (evaluation) data set."""
     from robustbench_cli.training.train import check_disjoint
 
-    data = load_eval_set(spec, n=n, offset=offset, shuffle=shuffle, seed=seed, layout=layout, scale=scale)
+    data = spec.load(seed)
     if not len(data):
         raise DataError(f"data {data.name} has no samples to train on")
     excluded = []
@@ -140,19 +135,17 @@ def train_generator(cfg: GeneratorConfig, progress: Progress | None = None) -> t
     """Train G (and its discriminator) and return G with the file's config (nothing is written: see :func:`save`)."""
     from robustbench_cli.attacks.transfer import Surrogate, describe, load_surrogate
     from robustbench_cli.evaluation import check_compatible
-    from robustbench_cli.targets import TargetOptions, resolve_device
+    from robustbench_cli.targets import resolve_device
 
     threat = check_config(cfg)
     device = resolve_device(cfg.device)
-    data, excluded = load_training_data(cfg.data, n=cfg.n, offset=cfg.offset, shuffle=cfg.shuffle, seed=cfg.seed,
-                                        layout=cfg.data_layout, scale=cfg.data_scale, exclude=cfg.exclude)
+    data, excluded = load_training_data(cfg.data, seed=cfg.seed, exclude=cfg.exclude)
     if len(data.sample_shape) != 3:
         raise DataError(f"the generator works on images (channels, height, width); data {data.name} has inputs of "
                         f"shape {'x'.join(map(str, data.sample_shape))}")
     threat.check_against_dim(int(np.prod(data.sample_shape)))
-    opts = TargetOptions(weights_key=cfg.weights_key, num_classes=cfg.num_classes, mean=cfg.mean, std=cfg.std,
-                         device=str(device), trust_checkpoint=cfg.trust_checkpoint)
-    models = [load_surrogate(s, opts) for s in cfg.surrogates]
+    models = [load_surrogate(s, weights_key=cfg.weights_key, num_classes=cfg.num_classes, mean=cfg.mean, std=cfg.std,
+                             device=str(device), trust_checkpoint=cfg.trust_checkpoint) for s in cfg.surrogates]
     for m in models:
         check_compatible(m, data)
         m.detect_output_kind(m.scores(torch.as_tensor(data.x[:64]).to(device)))

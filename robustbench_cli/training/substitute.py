@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from robustbench_cli.core.data import DataSpec
 from robustbench_cli.core.errors import TargetError, UserError
 
 CARD_FORMAT = "robust-substitute-card/1"
@@ -44,12 +45,8 @@ class SubstituteConfig:
     target: str  # the model to imitate: any scan target spec (ONNX black box included)
     arch: str  # the substitute's architecture: file.py:Class, package.module:attr or timm:NAME
     out: str
-    data: str = "mnist:train"
-    n: int | None = 150
-    offset: int = 0
-    shuffle: bool = True  # a seeded draw: the first n of a class-sorted set (mnist:train) would be one class
-    data_layout: str | None = None
-    data_scale: float | None = None
+    # the training data (not the evaluation data); a seeded draw: the first n of a class-sorted set would be one class
+    data: DataSpec = field(default_factory=lambda: DataSpec("mnist:train", n=150, shuffle=True))
     exclude: list[str] = field(default_factory=list)
     rounds: int = 0  # Jacobian-based augmentation rounds
     lam: float = 0.1
@@ -79,8 +76,6 @@ def check_config(cfg: SubstituteConfig) -> None:
     for name, v, low in (("--rounds", cfg.rounds, 0), ("--epochs", cfg.epochs, 1), ("--batch-size", cfg.batch_size, 1)):
         if v < low:
             raise UserError(f"{name} must be >= {low}, got {v}")
-    if cfg.n is not None and cfg.n < 1:
-        raise UserError(f"--n must be >= 1, got {cfg.n}")
     if cfg.tau is not None and cfg.tau < 1:
         raise UserError(f"--tau must be >= 1, got {cfg.tau}")
     if not (cfg.lam > 0 and math.isfinite(cfg.lam)):
@@ -128,17 +123,16 @@ def train_substitute(cfg: SubstituteConfig, progress: Progress | None = None):
     from robustbench_cli import __version__
     from robustbench_cli.training.advgan import load_training_data
     from robustbench_cli.evaluation import check_compatible
-    from robustbench_cli.targets import TargetOptions, load_target, resolve_device
+    from robustbench_cli.targets import TargetSpec, load_target, resolve_device
     from robustbench_cli.targets.pytorch import load_torch_target
     from robustbench_cli.training.train import trainable_parameters
 
     check_config(cfg)
     device = resolve_device(cfg.device)
-    data, excluded = load_training_data(cfg.data, n=cfg.n, offset=cfg.offset, shuffle=cfg.shuffle, seed=cfg.seed,
-                                        layout=cfg.data_layout, scale=cfg.data_scale, exclude=cfg.exclude)
+    data, excluded = load_training_data(cfg.data, seed=cfg.seed, exclude=cfg.exclude)
     onnx = cfg.target.lower().endswith(".onnx")
-    target = load_target(cfg.target, TargetOptions(
-        weights=cfg.target_weights, weights_key=cfg.weights_key, num_classes=cfg.num_classes,
+    target = load_target(TargetSpec(
+        cfg.target, weights=cfg.target_weights, weights_key=cfg.weights_key, num_classes=cfg.num_classes,
         mean=None if onnx else cfg.mean, std=None if onnx else cfg.std, layout=cfg.layout, output=cfg.output,
         access=cfg.access, device=str(device), trust_checkpoint=cfg.trust_checkpoint))
     probe_rows = 1 if target.num_classes is None else 0  # check_compatible asks one row for the class count
@@ -234,7 +228,7 @@ def save(module, card: dict, out: str | Path) -> tuple[Path, Path]:
     """The state dict at ``out`` and the card at ``out.card.json``, each written atomically."""
     import io
 
-    from robustbench_cli.reports.writers import atomic_write
+    from robustbench_cli.core.io import atomic_write
 
     p = Path(out).expanduser()
     buf = io.BytesIO()

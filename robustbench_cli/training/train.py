@@ -59,7 +59,7 @@ from torch import nn
 from robustbench_cli.attacks.base import Goal
 from robustbench_cli.attacks.pgd import PGD
 from robustbench_cli.attacks.rng import SampleRng
-from robustbench_cli.core.data import EvalSet, load_eval_set
+from robustbench_cli.core.data import DataSpec, EvalSet, load_eval_set
 from robustbench_cli.core.errors import DataError, TargetError, UserError
 from robustbench_cli.targets.base import Capability, Oracle, Target
 from robustbench_cli.core.threat_model import ThreatModel
@@ -80,12 +80,7 @@ OBJECTIVES = {
 class TrainConfig:
     model: str  # a module spec as in `scan` (file.py:Class, package.module:attr, timm:NAME)
     out: str  # checkpoint path; the card is written beside it as <out>.card.json
-    data: str = "mnist:train"
-    n: int | None = None
-    offset: int = 0
-    shuffle: bool = False
-    data_layout: str | None = None
-    data_scale: float | None = None
+    data: DataSpec = field(default_factory=lambda: DataSpec("mnist:train"))  # the training data (not the evaluation data)
     holdout: int = 0  # samples held out of training (seeded draw): the card's final accuracies are measured on them
     exclude: list[str] = field(default_factory=list)  # evaluation data that must share no image with the training data
     mode: str = "pgd"
@@ -211,7 +206,7 @@ def check_config(cfg: TrainConfig) -> None:
     out = Path(cfg.out).expanduser()
     if out.is_dir():
         raise UserError(f"cannot write {cfg.out}: it is a folder")
-    from robustbench_cli.reports.writers import writable_parent
+    from robustbench_cli.core.io import writable_parent
 
     writable_parent(out, f"cannot write {cfg.out}")
 
@@ -324,8 +319,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None, on_epoch: Callable
     if threat.targeted:
         raise UserError("robust train attacks untargeted: drop ':targeted' from --threat")
     device = resolve_device(cfg.device)
-    data = load_eval_set(cfg.data, n=cfg.n, offset=cfg.offset, shuffle=cfg.shuffle, seed=cfg.seed,
-                         layout=cfg.data_layout, scale=cfg.data_scale)
+    data = cfg.data.load(cfg.seed)
     threat.check_against_dim(int(np.prod(data.sample_shape)))
     train_set, held = _split(data, cfg.holdout, cfg.seed)
     excluded = []
@@ -513,7 +507,7 @@ def _sha_bytes(b: bytes) -> str:
 def _card(cfg, mode, gamma, attack, threat, train_set, held, excluded, history, final, *, seconds, train_seconds,
           seen, model_calls, classifier, device) -> dict:
     from robustbench_cli import __version__
-    from robustbench_cli.reports.model import library_versions
+    from robustbench_cli.core.provenance import library_versions
 
     hyper = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "optimizer": cfg.optimizer, "lr": cfg.lr,
              "weight_decay": cfg.weight_decay, "eps_ramp_epochs": cfg.eps_ramp}
@@ -554,7 +548,7 @@ def _card(cfg, mode, gamma, attack, threat, train_set, held, excluded, history, 
 
 def save(result: TrainResult, out: str | Path) -> tuple[Path, Path]:
     """Write the state dict and its card, each atomically (temp file + rename)."""
-    from robustbench_cli.reports.writers import atomic_write
+    from robustbench_cli.core.io import atomic_write
 
     out = Path(out).expanduser()
     buf = io.BytesIO()

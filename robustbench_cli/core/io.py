@@ -1,0 +1,66 @@
+"""Files: read only what exists, write atomically (readers see the old file or the new one, never half of one)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from robustbench_cli.core.errors import TargetError, UserError
+
+
+def existing_file(path: str | Path, what: str) -> Path:
+    """The path of a non-empty file, or one clear line saying what is wrong with it."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise TargetError(f"{what} {str(path)!r} not found")
+    if p.is_dir():
+        raise TargetError(f"{what} {str(path)!r} is a folder, not a file")
+    if p.stat().st_size == 0:
+        raise TargetError(f"{what} file {str(path)!r} is empty")
+    return p
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        # mkstemp makes the file private (0600); give it the mode a plain open() would (or the file's old mode)
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            mask = os.umask(0)
+            os.umask(mask)
+            mode = 0o666 & ~mask
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def writable_parent(path: Path, label: str) -> Path:
+    """Create the folder that will hold ``path`` if needed and check it is writable; errors start with ``label``."""
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        # a regular file on the way makes mkdir say "File exists"/"Not a directory": name that file instead
+        blocker = next((a for a in (parent, *parent.parents) if a.exists() and not a.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else e.strerror
+        raise UserError(f"{label}: cannot create folder {parent} ({why})") from None
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"{label}: folder {parent} is not writable")
+    return parent
