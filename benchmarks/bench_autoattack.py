@@ -18,7 +18,7 @@ the epsilon ball and [0,1] (a point outside would not count) and be misclassifie
 flags come from its harness. Per sample the script counts the images robust leaves robust but AutoAttack breaks
 (should be 0) and the reverse.
 
-**Certificates** (``robustbench_cli/certify.py``, outside the timing): per sample, interval bound propagation (IBP) for
+**Certificates** (``robustbench_cli/evaluation/certify.py``, outside the timing): per sample, interval bound propagation (IBP) for
 every Conv/ReLU/Linear/max-pool net, and CROWN for the nets without max-pool (the ConvSmall nets); the ResNet-20 gets
 none. These run on every image, apart from robust's own use of the same bounds inside ``standard`` (which certifies
 the images APGD-CE leaves and attacks only the rest; its time counts in robust's wall time). AutoAttack, which knows
@@ -66,8 +66,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from robustbench_cli.evaluation import certify
 import _common as C
+
+from robustbench_cli.evaluation import certify
 
 PRESET = "standard"
 EPS = {"mnist": ("0.1", "0.3"), "cifar10": ("2/255", "8/255")}
@@ -292,8 +293,8 @@ def main(argv=None) -> int:
     except ImportError:
         print("bench_autoattack: needs pyautoattack; install it with  pip install -e \".[bench]\"", file=sys.stderr)
         return 2
-    from robustbench_cli.evaluation import get_battery
     from robustbench_cli.core.threat_model import ThreatModel
+    from robustbench_cli.evaluation import get_battery
 
     shared = Path(args.shared).expanduser()
     n_want = {"mnist": args.n_mnist, "cifar10": args.n_cifar}

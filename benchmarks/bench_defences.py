@@ -99,11 +99,10 @@ def zoo_row(name: str, weights: Path, ev, threat, battery, args, aa_n: int) -> d
 
 
 def detector_rows(data: str, args) -> dict:
-    from robustbench_cli import zoo
-    from robustbench_cli import api
+    from robustbench_cli import api, zoo
     from robustbench_cli.config import ScanConfig
-    from robustbench_cli.core.records import to_data
     from robustbench_cli.core.data import DataSpec
+    from robustbench_cli.core.records import to_data
     from robustbench_cli.evaluation.config import DetectorSpec, RunSpec
     from robustbench_cli.targets import TargetSpec
 
@@ -143,9 +142,9 @@ def main(argv=None) -> int:
                   "or pass --aa-n 0", file=sys.stderr)
             return 2
     from robustbench_cli import zoo
-    from robustbench_cli.evaluation import get_battery
     from robustbench_cli.core.data import load_eval_set
     from robustbench_cli.core.threat_model import ThreatModel
+    from robustbench_cli.evaluation import get_battery
 
     ev = load_eval_set(str(data), n=args.n)
     threat = ThreatModel.parse(f"linf:{args.eps}")

@@ -106,9 +106,9 @@ def main(argv=None) -> int:
 
     logging.getLogger("art").setLevel(logging.ERROR)
 
+    from robustbench_cli.core.threat_model import ThreatModel
     from robustbench_cli.evaluation import Battery, Entry, evaluate
     from robustbench_cli.targets.base import LabelOnly
-    from robustbench_cli.core.threat_model import ThreatModel
 
     shared = Path(args.shared).expanduser()
     budgets = sorted(int(b) for b in args.budgets.split(","))

@@ -89,11 +89,11 @@ def main(argv=None) -> int:
     from robustbench_cli.attacks import Goal
     from robustbench_cli.attacks.pgd import PGD
     from robustbench_cli.attacks.rng import SampleRng
-    from robustbench_cli.evaluation import Battery, Entry, check_compatible, evaluate
     from robustbench_cli.core.data import load_eval_set
+    from robustbench_cli.core.threat_model import ThreatModel
+    from robustbench_cli.evaluation import Battery, Entry, check_compatible, evaluate
     from robustbench_cli.targets import TargetSpec, load_target
     from robustbench_cli.targets.base import Oracle
-    from robustbench_cli.core.threat_model import ThreatModel
 
     shared = Path(args.shared).expanduser()
     weights, data_path = shared.joinpath(*MODELS[args.model]), shared.joinpath(*DATA)

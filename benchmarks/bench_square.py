@@ -83,8 +83,8 @@ def main(argv=None) -> int:
         print(f"bench_square: needs the bench extra ({e}); pip install -e \".[bench]\"", file=sys.stderr)
         return 2
 
-    from robustbench_cli.evaluation import Battery, Entry, evaluate
     from robustbench_cli.core.threat_model import ThreatModel
+    from robustbench_cli.evaluation import Battery, Entry, evaluate
 
     shared = Path(args.shared).expanduser()
     budgets = [int(b) for b in args.budgets.split(",")]

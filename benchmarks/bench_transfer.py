@@ -94,8 +94,8 @@ def craft(name: str, eps: float, surrogate, module, x, y, ids, bs: int, seed: in
     from robustbench_cli.attacks.pgd import PGD
     from robustbench_cli.attacks.rng import SampleRng
     from robustbench_cli.attacks.transfer import Surrogate
-    from robustbench_cli.targets.base import Oracle
     from robustbench_cli.core.threat_model import ThreatModel
+    from robustbench_cli.targets.base import Oracle
 
     threat = ThreatModel.parse(f"linf:{eps}")
     torch.manual_seed(seed)  # torchattacks draws from torch's global generator
@@ -165,10 +165,9 @@ def main(argv=None) -> int:
     threads = C.set_threads(args.threads)
     shared = Path(args.shared)
     from robustbench_cli.attacks.transfer import load_surrogate
-    from robustbench_cli.evaluation import Battery, Entry, evaluate
     from robustbench_cli.core.data import EvalSet, load_eval_set
-    from robustbench_cli.targets import TargetSpec
     from robustbench_cli.core.threat_model import ThreatModel
+    from robustbench_cli.evaluation import Battery, Entry, evaluate
 
     weights = shared / SURROGATE_FILE[0] / SURROGATE_FILE[1]
     spec = f"{C.ARCH}:LeNet5@{weights}"

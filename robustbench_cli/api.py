@@ -1,4 +1,4 @@
-"""The Python API: scan a model you hold, or run a :class:`~robustbench_cli.config.ScanConfig`.
+"""The Python API: scan a model you hold, or run a :class:`~robustbench_cli.config.ScanConfig`::
 
     import robustbench_cli as robust
     report = robust.scan(model, (x, y), threats=["linf:8/255"], preset="quick")
@@ -19,17 +19,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from robustbench_cli.config import ScanConfig
 from robustbench_cli.core.data import DataSpec, EvalSet, from_arrays
 from robustbench_cli.core.errors import UserError
+from robustbench_cli.core.records import to_data
 from robustbench_cli.evaluation.cascade import Progress
 from robustbench_cli.evaluation.config import RunSpec
 from robustbench_cli.evaluation.scan import ScanRun
 from robustbench_cli.evaluation.scan import scan as run_targets
 from robustbench_cli.reports.build import build_report
+from robustbench_cli.reports.images import check_folder
 from robustbench_cli.reports.model import Report
-from robustbench_cli.targets import TargetSpec, load_target, name_targets
+from robustbench_cli.targets import TargetSpec, load_target, name_targets, resolve_device
 from robustbench_cli.targets.base import Target
+from robustbench_cli.targets.onnxrt import OnnxTarget
+from robustbench_cli.targets.pytorch import TorchTarget
 
 
 @dataclass
@@ -72,7 +78,6 @@ def run(cfg: ScanConfig, progress: Progress | None = None, *, state: bool = True
     cfg.outputs.paths()  # report folders created and writable before any work
     examples_dir = None
     if cfg.outputs.save_examples is not None:
-        from robustbench_cli.reports.images import check_folder
 
         examples_dir = check_folder(cfg.outputs.save_examples)
     data = cfg.data.load(cfg.run.seed)
@@ -97,7 +102,6 @@ def _report(result: ScanRun, data: EvalSet, run: RunSpec, options: dict, example
 
 
 def _plain(spec: Any) -> dict:
-    from robustbench_cli.core.records import to_data
 
     return to_data(spec)
 
@@ -109,21 +113,14 @@ def _target(model: Any, options: dict) -> Target:
     if isinstance(model, TargetSpec):
         return load_target(model)
     if isinstance(model, (str, Path)):
-        spec = TargetSpec(str(model), **{k: v for k, v in options.items()
-                                         if not (str(model).lower().endswith(".onnx") and k in ("mean", "std"))})
+        spec = TargetSpec(str(model), **options)
         return load_target(name_targets([spec])[0])
-    import torch
-
     if isinstance(model, torch.nn.Module):
-        from robustbench_cli.targets import resolve_device
-        from robustbench_cli.targets.pytorch import TorchTarget
-
         return TorchTarget(model, f"module:{type(model).__name__}", mean=options["mean"], std=options["std"],
                            batch_size=options["batch_size"], device=resolve_device(options["device"]))
     if type(model).__name__ == "InferenceSession":
-        from robustbench_cli.targets.onnxrt import OnnxTarget
 
-        return OnnxTarget.from_session(model, batch_size=options["batch_size"])
+        return OnnxTarget.from_session(model, batch_size=options["batch_size"], mean=options["mean"], std=options["std"])
     raise UserError(f"cannot scan a {type(model).__name__}: give an nn.Module, an onnxruntime.InferenceSession, a "
                     "path to an .onnx file or a model spec (file.py:Net, timm:NAME)")
 

@@ -30,7 +30,8 @@ from robustbench_cli.targets import TargetSpec, name_targets
 # target. The options [tool.robust.scan] may set: safety opt-ins (--trust-checkpoint) stay on the command line.
 OPTIONS: dict[str, tuple[str, str]] = {
     "data": ("data", "source"), "n": ("data", "n"), "offset": ("data", "offset"), "shuffle": ("data", "shuffle"),
-    "data-layout": ("data", "layout"), "data-scale": ("data", "scale"),
+    "data-layout": ("data", "layout"), "data-scale": ("data", "scale"), "resize": ("data", "resize"),
+    "crop": ("data", "crop"),
     "threat": ("run", "threats"), "preset": ("run", "preset"), "attacks": ("run", "attacks"),
     "targeted": ("run", "targeted"), "queries": ("run", "queries"), "seed": ("run", "seed"),
     "batch-size": ("run", "batch_size"), "eot": ("run", "eot"), "certify": ("run", "certify"),

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from robustbench_cli.reports.build import build_report
-from robustbench_cli.reports.model import Report
 from robustbench_cli.core.results import AttackOutcome, Evaluation, ThreatResult
 from robustbench_cli.core.threat_model import ThreatModel
+from robustbench_cli.reports.build import build_report
+from robustbench_cli.reports.model import Report
 
 FIXED_CREATED = "2025-01-01T00:00:00+00:00"
 ATTACKS = [  # label, family, queries per attempted sample (gradient) or the budget (query)

@@ -1,22 +1,21 @@
 """APGD (Croce & Hein 2020): exact on linear models, at least as strong as PGD, budget-exact, batch-independent."""
 
-from fractions import Fraction
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
 import torch
+from linear_truth import exact_min_linf, linear_module, random_linear_problem
 from torch import nn
 
 from robustbench_cli.attacks import create
 from robustbench_cli.attacks.apgd import checkpoints, dlr
 from robustbench_cli.attacks.base import Goal
-from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.core.data import EvalSet
-from robustbench_cli.targets.pytorch import TorchTarget
 from robustbench_cli.core.threat_model import Norm, ThreatModel
-
-from linear_truth import exact_min_linf, linear_module, random_linear_problem
+from robustbench_cli.evaluation import Battery, Entry, evaluate
+from robustbench_cli.targets.pytorch import TorchTarget
 
 N, D, K = 200, 20, 4
 

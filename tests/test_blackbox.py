@@ -15,20 +15,6 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from robustbench_cli.attacks import REGISTRY, Attack, Goal, create
-from robustbench_cli.attacks.base import register
-from robustbench_cli.attacks.rng import SampleRng
-from robustbench_cli.evaluation import PRESETS, Battery, Entry, evaluate
-from robustbench_cli.evaluation.harness import verify
-from robustbench_cli.evaluation.presets import WHEN
-from robustbench_cli.evaluation.diagnostics import check
-from robustbench_cli.reports.build import build_report
-from robustbench_cli.reports.model import Report
-from robustbench_cli.reports.writers import to_csv
-from robustbench_cli.targets.base import Capability, LabelOnly, Oracle
-from robustbench_cli.core.threat_model import Norm, ThreatModel
-
 from linear_truth import (
     CountingTarget,
     exact_min_l2_binary,
@@ -37,6 +23,19 @@ from linear_truth import (
     nearest_boundary_point_binary,
     random_linear_problem,
 )
+
+from robustbench_cli.attacks import REGISTRY, Attack, Goal, create
+from robustbench_cli.attacks.base import register
+from robustbench_cli.attacks.rng import SampleRng
+from robustbench_cli.core.threat_model import Norm, ThreatModel
+from robustbench_cli.evaluation import PRESETS, Battery, Entry, evaluate
+from robustbench_cli.evaluation.diagnostics import check
+from robustbench_cli.evaluation.harness import verify
+from robustbench_cli.evaluation.presets import WHEN
+from robustbench_cli.reports.build import build_report
+from robustbench_cli.reports.model import Report
+from robustbench_cli.reports.writers import to_csv
+from robustbench_cli.targets.base import Capability, LabelOnly, Oracle
 
 
 def threat(norm: str, eps: float) -> ThreatModel:

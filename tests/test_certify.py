@@ -1,4 +1,4 @@
-"""The certificates of robustbench_cli/certify.py (IBP, CROWN) are sound, and the harness uses them without changing
+"""The certificates of robustbench_cli/evaluation/certify.py (IBP, CROWN) are sound, and the harness uses them without changing
 a result.
 
 Soundness: on small random Conv/ReLU/Linear nets the certified lower bound of the worst margin is never above a
@@ -234,8 +234,8 @@ def _battery(certify=True):
 def test_certificates_change_the_work_not_the_verdicts(threat):
     """Same per-sample verdicts with and without certificates (per-sample random streams); no attack after the first
     tries a certified sample; every certified sample is robust; the certified accuracy is at most the robust one."""
-    from robustbench_cli.evaluation import evaluate
     from robustbench_cli.core.threat_model import ThreatModel
+    from robustbench_cli.evaluation import evaluate
 
     torch.set_num_threads(1)
     data = _digits()
@@ -258,8 +258,8 @@ def test_certificates_change_the_work_not_the_verdicts(threat):
 def test_linear_model_certified_equals_exact_robust_accuracy():
     """On an affine model the certificate is exact: certified accuracy, robust accuracy under the attacks and the
     analytic robust accuracy all agree (the lower and upper bounds meet)."""
-    from robustbench_cli.evaluation import Battery, Entry, evaluate
     from robustbench_cli.core.threat_model import ThreatModel
+    from robustbench_cli.evaluation import Battery, Entry, evaluate
 
     torch.set_num_threads(1)
     data = _digits(200)
@@ -350,9 +350,9 @@ def test_for_target_refuses_what_it_cannot_certify_and_folds_normalisation():
 
 
 def test_max_pool_nets_get_ibp_and_the_report_says_so(tmp_path):
+    from robustbench_cli.core.threat_model import ThreatModel
     from robustbench_cli.evaluation import evaluate
     from robustbench_cli.reports.build import build_report
-    from robustbench_cli.core.threat_model import ThreatModel
 
     torch.set_num_threads(1)
     data = _digits()
@@ -373,9 +373,9 @@ def test_max_pool_nets_get_ibp_and_the_report_says_so(tmp_path):
 def test_a_resumed_scan_keeps_its_certificates(tmp_path):
     """The state file carries the certified flags and the certificate's record: a resumed run restores them (same
     record, seconds included: nothing certified twice) and gives the same verdicts."""
+    from robustbench_cli.core.threat_model import ThreatModel
     from robustbench_cli.evaluation import evaluate
     from robustbench_cli.evaluation.resume import ScanState
-    from robustbench_cli.core.threat_model import ThreatModel
 
     torch.set_num_threads(1)
     data = _digits()
@@ -392,9 +392,8 @@ def test_a_resumed_scan_keeps_its_certificates(tmp_path):
 def test_a_wrong_certificate_is_flagged_by_the_noise_yardstick(monkeypatch):
     """Plant a certifier that claims every sample: the later attacks skip them, but the noise yardstick still draws
     on every clean-correct sample, its breaks count, and the certificate-sound check fails and says what to do."""
-    from robustbench_cli.evaluation import diagnostics
-    from robustbench_cli.evaluation import Battery, Entry, evaluate
     from robustbench_cli.core.threat_model import ThreatModel
+    from robustbench_cli.evaluation import Battery, Entry, diagnostics, evaluate
 
     torch.set_num_threads(1)
     data = _digits()
@@ -452,8 +451,8 @@ def test_square_restarts_only_add_breaks_and_keep_to_the_budget():
     from robustbench_cli.attacks import create
     from robustbench_cli.attacks.base import Goal
     from robustbench_cli.attacks.rng import SampleRng
-    from robustbench_cli.targets.base import Oracle
     from robustbench_cli.core.threat_model import ThreatModel
+    from robustbench_cli.targets.base import Oracle
 
     torch.set_num_threads(1)
     data = _digits()
@@ -477,8 +476,8 @@ def test_square_restarts_only_add_breaks_and_keep_to_the_budget():
 def test_the_undecided_entry_spends_only_what_the_certificates_spared():
     """standard's square-undecided runs on the samples neither broken nor certified, when there are certificates and
     its work (undecided x restarts) is at most the certified count; otherwise it is skipped with the reason."""
-    from robustbench_cli.evaluation import Battery, Entry, evaluate
     from robustbench_cli.core.threat_model import ThreatModel
+    from robustbench_cli.evaluation import Battery, Entry, evaluate
 
     torch.set_num_threads(1)
     data = _digits()
@@ -505,9 +504,9 @@ def test_best_margin_is_measured_by_the_harness_on_the_verified_candidates(tempo
     harness verified, on the model's own scores: for a 'attack' that returns the clean images it is the clean margin
     exactly; after a real attack it is positive where the sample broke and negative where it held."""
     from robustbench_cli.attacks import Attack
+    from robustbench_cli.core.threat_model import ThreatModel
     from robustbench_cli.evaluation import Battery, Entry, evaluate
     from robustbench_cli.targets.base import Capability
-    from robustbench_cli.core.threat_model import ThreatModel
 
     @temporary_attack
     class Stay(Attack):
@@ -546,8 +545,8 @@ def test_a_closest_entry_runs_on_the_undecided_samples_nearest_to_breaking():
     entries before it (ties to the earlier sample); it only adds breaks, and its share shows in the battery config."""
     import math
 
-    from robustbench_cli.evaluation import Battery, Entry, evaluate
     from robustbench_cli.core.threat_model import ThreatModel
+    from robustbench_cli.evaluation import Battery, Entry, evaluate
 
     torch.set_num_threads(1)
     data = _digits()

@@ -38,6 +38,18 @@ def files(tmp_path_factory) -> dict[str, str]:
     f["state_dict"] = str(d / "state_dict.pt")
     renamed = {("head." + k if k.startswith("9.") else k): v for k, v in sd.items()}  # last layer renamed
     torch.save(renamed, d / "mismatch.pt")
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in sd.items() if k != "9.bias"}, str(d / "half.safetensors"))
+    f["half_safetensors"] = str(d / "half.safetensors")
+    (d / "corrupt.safetensors").write_bytes(b"\x40\x00\x00\x00\x00\x00\x00\x00{\"not\": \"a header")
+    f["corrupt_safetensors"] = str(d / "corrupt.safetensors")
+    np.savez(d / "rgb32.npz", x=rng.uniform(0, 1, (4, 3, 32, 32)).astype(np.float32), y=np.arange(4))
+    f["rgb32_npz"] = str(d / "rgb32.npz")
+    (d / "exits.py").write_text(
+        "import sys\nimport torch\n\n\nclass Net(torch.nn.Module):\n"
+        "    def forward(self, x):\n        sys.exit(0)  # a model that ends the process: CI must not read a pass\n")
+    f["exit_py"] = str(d / "exits.py")
     f["mismatch"] = str(d / "mismatch.pt")
     torch.save({"model": zoo.load(), "epoch": 3}, d / "full_model.pt")  # a pickled nn.Module
     f["full_model"] = str(d / "full_model.pt")
@@ -219,6 +231,14 @@ def assert_user_error(res, *words: str) -> str:
 
 
 ZOO_W = ["--weights", str(zoo.WEIGHTS)]
+NO_EPS_CASES = {"eps-missing"}  # the cases about the threat itself; every other case names one, as a scan must
+
+
+def with_eps(args: list[str], case: str = "") -> list[str]:
+    """The arguments with ``--eps 0.3`` added when they name no threat (a scan has no default epsilon)."""
+    if case in NO_EPS_CASES or "--eps" in args or "--threat" in args or "--help" in args:
+        return args
+    return [*args, "--eps", "0.3"]
 
 # id: (args, with {name} filled from the files fixture; words the message must contain)
 CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
@@ -273,7 +293,8 @@ CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "device-unknown": ([zoo.SPEC, *ZOO_W, "--device", "tpu", "--data", "{ok_npz}"], ("--device 'tpu'", "not a device")),
     "num-classes-below-two": ([zoo.SPEC, *ZOO_W, "--num-classes", "1", "--data", "{ok_npz}"],
                               ("--num-classes", "at least 2")),
-    "access-unknown": ([ONNX, "--data", "{ok_npz}", "--access", "gradients"], ("--access", "'gradients'")),
+    "access-unknown": ([ONNX, "--data", "{ok_npz}", "--access", "everything"],
+                       ("--access must be gradients, scores or labels", "'everything'")),
     "output-on-torch": ([zoo.SPEC, *ZOO_W, "--output", "logits", "--data", "{ok_npz}"], ("--output", "ONNX output")),
     # data
     "data-missing": ([ONNX, "--data", "{dir}/nodata.npz"], ("not found", "nodata.npz")),
@@ -365,7 +386,7 @@ CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "batch-size-zero": ([ONNX, "--data", "{ok_npz}", "--batch-size", "0"], ("--batch-size", "> 0")),
     "n-zero": ([ONNX, "--data", "{ok_npz}", "--n", "0"], ("--n",)),
     "offset-past-end": ([ONNX, "--data", "{ok_npz}", "--offset", "4"], ("--offset 4", "past the end", "4 samples")),
-    "seed-negative": ([ONNX, "--data", "{ok_npz}", "--seed", "-1", "--shuffle"], ("--seed must be >= 0",)),
+    "seed-negative": ([ONNX, "--data", "{ok_npz}", "--seed", "-1", "--shuffle"], ("--seed must be in 0..",)),
     "offset-negative": ([ONNX, "--data", "{ok_npz}", "--offset", "-1"], ("--offset must be >= 0",)),
     "queries-zero": ([ONNX, "--data", "{ok_npz}", "--attacks", "pgd-nes", "--queries", "0"], ("--queries",)),
     # preprocessing
@@ -375,12 +396,27 @@ CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
                                  "--std", "0.2,0.3", "--attacks", "fgsm"], ("--std", "2 values")),
     "mean-not-numbers": ([zoo.SPEC, *ZOO_W, "--data", "{ok_npz}", "--mean", "a,b,c"], ("--mean", "numbers")),
     "mean-empty": ([zoo.SPEC, *ZOO_W, "--data", "{ok_npz}", "--mean", ""], ("--mean needs at least one number",)),
-    "mean-on-onnx": ([ONNX, "--data", "{ok_npz}", "--mean", "0.5"], ("--mean", "ONNX")),
+    "mean-wrong-channels-onnx": ([ONNX, "--data", "{ok_npz}", "--mean", "0.5,0.5,0.5"], ("--mean", "3 values", "1 channel")),
+    "weights-safetensors-missing-keys": ([zoo.SPEC, "--weights", "{half_safetensors}", "--data", "{ok_npz}"],
+                                         ("does not fit", "missing keys: 9.bias")),
+    "weights-safetensors-corrupt": ([zoo.SPEC, "--weights", "{corrupt_safetensors}", "--data", "{ok_npz}"],
+                                    ("not a readable safetensors file",)),
+    "timm-unknown-model": (["timm:no_such_net_xyz", "--data", "{ok_npz}"], ("timm has no model", "no_such_net_xyz")),
+    "input-size-refused": (["timm:test_maxvit", "--data", "{rgb32_npz}", "--attacks", "fgsm"],
+                           ("rejects inputs of shape 3x32x32", "--resize 160")),
+    "hub-model-not-cached": (["hf-hub:robust-tests/not-cached", "--data", "{ok_npz}"],
+                             ("not in the local cache", "HF_HUB_CACHE")),
+    "eot-huge": ([ONNX, "--data", "{ok_npz}", "--eot", "1000000000000"], ("--eot must be in 1..10,000",)),
+    "model-calls-sys-exit": (["{exit_py}:Net", "--data", "{ok_npz}"], ("called sys.exit(0)", "no report")),
+    "eps-missing": ([ONNX, "--data", "{ok_npz}"], ("give the threat model", "--eps 0.3", "no default")),
+    "resize-not-a-size": ([ONNX, "--data", "{ok_npz}", "--resize", "big"], ("--resize", "HEIGHTxWIDTH")),
+    "crop-larger-than-images": ([ONNX, "--data", "{ok_npz}", "--crop", "64"], ("--crop 64x64", "larger than the images")),
+    "pretrained-not-a-hub-model": ([ONNX, "--data", "{ok_npz}", "--pretrained"], ("--pretrained applies to timm:NAME",)),
     "std-zero": ([zoo.SPEC, *ZOO_W, "--data", "{ok_npz}", "--std", "0"], ("--std", "> 0")),
     "layout-unknown": ([ONNX, "--data", "{ok_npz}", "--layout", "hwc"], ("--layout",)),
     "output-unknown": ([ONNX, "--data", "{ok_npz}", "--output", "probs"], ("no output named 'probs'", "logits")),
     # EOT and BPDA (tests/test_eot_bpda.py has the randomised, NaN and quantised models)
-    "eot-zero": ([ONNX, "--data", "{ok_npz}", "--eot", "0"], ("--eot must be >= 1",)),
+    "eot-zero": ([ONNX, "--data", "{ok_npz}", "--eot", "0"], ("--eot must be in 1..",)),
     "eot-without-gradient-attacks": ([ONNX, "--data", "{ok_npz}", "--eot", "4", "--attacks", "square"],
                                      ("--eot 4", "none of the battery's attacks")),
     "bpda-on-onnx": ([ONNX, "--data", "{ok_npz}", "--bpda", "0"], ("--bpda", "ONNX")),
@@ -392,9 +428,10 @@ CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_is_one_clear_line(run_cli, files, case):
+def test_bad_input_is_one_clear_line(run_cli, files, case, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a hub model not in the cache fails at once, with no network retries
     args, words = CASES[case]
-    res = run_cli("scan", *[a.format(**files) for a in args])
+    res = run_cli("scan", *with_eps([a.format(**files) for a in args], case))
     assert_user_error(res, *words)
 
 
@@ -449,9 +486,9 @@ def test_a_safe_checkpoint_takes_the_safe_route_even_with_the_flag(run_cli, file
 
 
 def test_cifar_pickle_payload_never_runs(run_cli, files):
-    assert_user_error(run_cli("scan", ONNX, "--data", files["cifar_payload"]), "refusing to load")
+    assert_user_error(run_cli("scan", ONNX, "--data", files["cifar_payload"], "--eps", "0.3"), "refusing to load")
     assert not Path(files["dir"], "pwned-by-cifar.txt").exists()
-    assert_user_error(run_cli("scan", zoo.SPEC, "--weights", files["payload_pt"], "--data", files["ok_npz"]))
+    assert_user_error(run_cli("scan", zoo.SPEC, "--weights", files["payload_pt"], "--data", files["ok_npz"], "--eps", "0.3"))
     assert not Path(files["dir"], "pwned-by-scan.txt").exists()
 
 
@@ -503,7 +540,7 @@ def test_failed_run_never_overwrites_report(run_cli, files, tmp_path, case):
     csv_sentinel = tmp_path / "report.csv"
     csv_sentinel.write_bytes(b"old,csv\n")
     args = [a.format(**files) for a in FAILING[case]]
-    res = run_cli("scan", ONNX, "-o", sentinel, "-o", csv_sentinel, *args)
+    res = run_cli("scan", ONNX, "-o", sentinel, "-o", csv_sentinel, *with_eps(args))
     assert_user_error(res)
     assert sentinel.read_bytes() == payload
     assert csv_sentinel.read_bytes() == b"old,csv\n"

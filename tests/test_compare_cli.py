@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from report_factory import only_target, set_robust, synthetic_report, write
+
 from robustbench_cli.reports import compare as C
 
 

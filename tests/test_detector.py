@@ -13,13 +13,13 @@ from torch import nn
 
 from robustbench_cli.attacks import Attack
 from robustbench_cli.attacks.base import Goal
-from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.core.data import DataSpec, EvalSet
-from robustbench_cli.targets.base import Capability, Oracle, ScoresOnly
+from robustbench_cli.core.threat_model import ThreatModel
+from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.evaluation.guarded import add_findings, annotate
+from robustbench_cli.targets.base import Capability, Oracle, ScoresOnly
 from robustbench_cli.targets.detector import DetectorTarget, GuardedOracle, calibrate, fold, guard
 from robustbench_cli.targets.pytorch import TorchTarget
-from robustbench_cli.core.threat_model import ThreatModel
 
 torch.set_num_threads(1)
 LINF = ThreatModel.parse("linf:0.1")

@@ -5,15 +5,15 @@ an input quantiser: the checks fire, and --bpda quiets them.)"""
 
 import numpy as np
 import torch
+from linear_truth import linear_module, random_linear_problem
 from torch import nn
 
-from linear_truth import linear_module, random_linear_problem
+from robustbench_cli.core.results import AttackOutcome, ThreatResult
+from robustbench_cli.core.threat_model import ThreatModel
 from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.evaluation.diagnostics import check_cascade, check_target
-from robustbench_cli.core.results import AttackOutcome, ThreatResult
 from robustbench_cli.targets.base import LabelOnly, ScoresOnly
 from robustbench_cli.targets.pytorch import TorchTarget
-from robustbench_cli.core.threat_model import ThreatModel
 
 
 class Noisy(nn.Module):

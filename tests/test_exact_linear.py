@@ -4,14 +4,13 @@ sample is computable exactly. PGD's robust accuracy must match it, and no advers
 import numpy as np
 import pytest
 import torch
+from linear_truth import exact_min_linf
 from torch import nn
 
-from robustbench_cli.evaluation import Battery, Entry, PRESETS, evaluate
 from robustbench_cli.core.data import EvalSet
-from robustbench_cli.targets.pytorch import TorchTarget
 from robustbench_cli.core.threat_model import ThreatModel
-
-from linear_truth import exact_min_linf
+from robustbench_cli.evaluation import PRESETS, Battery, Entry, evaluate
+from robustbench_cli.targets.pytorch import TorchTarget
 
 N, D, K = 300, 20, 4
 

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from report_factory import synthetic_report, tiny_cli_files
-from robustbench_cli.evaluation import Battery, Entry, evaluate
+
 from robustbench_cli.core.data import EvalSet
+from robustbench_cli.core.threat_model import ThreatModel
+from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.evaluation.examples import check_examples, quantise, select
 from robustbench_cli.reports.images import image_array
 from robustbench_cli.reports.model import report_schema
 from robustbench_cli.targets.pytorch import TorchTarget
-from robustbench_cli.core.threat_model import ThreatModel
 
 
 @pytest.fixture(autouse=True)

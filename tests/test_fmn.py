@@ -18,12 +18,12 @@ from torch import nn
 
 from robustbench_cli.attacks import REGISTRY, Attack, Goal, create
 from robustbench_cli.attacks.rng import SampleRng
-from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.core.data import EvalSet
 from robustbench_cli.core.errors import UserError
+from robustbench_cli.core.threat_model import Norm, ThreatModel
+from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.targets.base import Oracle
 from robustbench_cli.targets.pytorch import TorchTarget
-from robustbench_cli.core.threat_model import Norm, ThreatModel
 
 N, D, K = 100, 20, 4
 TOL = 1e-5  # float32 rounding of the model's logits, in distance

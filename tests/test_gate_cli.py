@@ -6,7 +6,6 @@ import json
 import xml.etree.ElementTree as ET
 
 import pytest
-
 from report_factory import only_target, synthetic_report, tiny_cli_files, write
 
 

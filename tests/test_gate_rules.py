@@ -9,8 +9,8 @@ from fractions import Fraction
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from report_factory import only_target, set_robust, synthetic_report
+
 from robustbench_cli.core.errors import UserError
 from robustbench_cli.gate.config import load_config
 from robustbench_cli.gate.judge import judge

@@ -11,16 +11,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import with_data_spec
 
 from robustbench_cli import zoo
-from conftest import with_data_spec
-from robustbench_cli.training.advgan import GeneratorConfig, save, train_generator
 from robustbench_cli.attacks.generative import FORMAT, GeneratorAttack, load_generator
-from robustbench_cli.evaluation import evaluate, get_battery, with_transfer
 from robustbench_cli.core.data import load_eval_set
 from robustbench_cli.core.errors import TargetError
-from robustbench_cli.targets import TargetSpec, load_target
 from robustbench_cli.core.threat_model import ThreatModel
+from robustbench_cli.evaluation import evaluate, get_battery, with_transfer
+from robustbench_cli.targets import TargetSpec, load_target
+from robustbench_cli.training.advgan import GeneratorConfig, save, train_generator
 
 torch.set_num_threads(1)
 SURROGATE = f"{zoo.SPEC}@{zoo.WEIGHTS}"
@@ -118,7 +118,7 @@ def test_cli_train_then_scan(tmp_path, run_cli):
     (["--attacks", "generator"], "--generator FILE"),
 ])
 def test_cli_errors(run_cli, tmp_path, args, message):
-    res = run_cli("scan", str(zoo.ONNX), "--data", "mnist:test", "--n", "8", "-o", str(tmp_path / "r.json"), *args)
+    res = run_cli("scan", str(zoo.ONNX), "--data", "mnist:test", "--n", "8", "--eps", "0.2", "-o", str(tmp_path / "r.json"), *args)
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, res.output
 
 

@@ -7,13 +7,13 @@ from torch import nn
 
 from robustbench_cli import zoo
 from robustbench_cli.attacks import Attack
-from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.core.data import EvalSet, load_eval_set
 from robustbench_cli.core.errors import TargetError
+from robustbench_cli.core.threat_model import ThreatModel
+from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.targets import TargetSpec, load_target
 from robustbench_cli.targets.base import Capability, Oracle
 from robustbench_cli.targets.pytorch import TorchTarget
-from robustbench_cli.core.threat_model import ThreatModel
 
 
 def threshold_model():
@@ -141,12 +141,11 @@ def test_out_of_memory_halves_the_batch_and_gives_the_same_results():
     """A target that runs out of memory above 8 rows: the scan retries in halves instead of failing, and the
     per-sample results equal those of --batch-size 8 (per-sample random streams)."""
     import torch as _torch
+    from linear_truth import linear_module, random_linear_problem
 
+    from robustbench_cli.core.threat_model import ThreatModel
     from robustbench_cli.evaluation import Battery, Entry, evaluate
     from robustbench_cli.targets.pytorch import TorchTarget
-    from robustbench_cli.core.threat_model import ThreatModel
-
-    from linear_truth import linear_module, random_linear_problem
 
     W, b, data = random_linear_problem(40, 12, 3, seed=5)
 

@@ -10,9 +10,9 @@ from robustbench_cli.attacks.fgsm import FGSM
 from robustbench_cli.attacks.gradients import Autograd
 from robustbench_cli.attacks.rng import SampleRng
 from robustbench_cli.attacks.steps import ascent_step
+from robustbench_cli.core.threat_model import Norm, ThreatModel
 from robustbench_cli.targets.base import Oracle
 from robustbench_cli.targets.pytorch import TorchTarget
-from robustbench_cli.core.threat_model import Norm, ThreatModel
 
 W = [1.0, 3.0, -1.0, 2.0, 2.0, 3.0]
 X = [[1.0, -1.0, 2.0, 0.0, 3.0, -2.0]]

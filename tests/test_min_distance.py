@@ -8,15 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from linear_truth import CountingTarget, exact_min_linf, linear_module, random_linear_problem
 
 from robustbench_cli.attacks import REGISTRY, Attack
+from robustbench_cli.core.threat_model import Norm, ThreatModel
 from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.reports.build import build_report, epsilon_curve
 from robustbench_cli.reports.model import report_schema
 from robustbench_cli.targets.base import Capability
-from robustbench_cli.core.threat_model import Norm, ThreatModel
-
-from linear_truth import CountingTarget, exact_min_linf, linear_module, random_linear_problem
 
 N, D, K = 60, 12, 4
 

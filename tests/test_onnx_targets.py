@@ -11,12 +11,12 @@ import torch
 from torch import nn
 
 from robustbench_cli import zoo
-from robustbench_cli.evaluation import check_compatible, evaluate, get_battery
 from robustbench_cli.core.data import EvalSet, load_eval_set
 from robustbench_cli.core.errors import DataError, TargetError
+from robustbench_cli.core.threat_model import ThreatModel
+from robustbench_cli.evaluation import check_compatible, evaluate, get_battery
 from robustbench_cli.targets import TargetSpec, load_target
 from robustbench_cli.targets.onnxrt import OnnxTarget
-from robustbench_cli.core.threat_model import ThreatModel
 
 
 class Net(nn.Module):

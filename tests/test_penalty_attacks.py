@@ -3,14 +3,14 @@ the embedded MNIST CNN, and budgets."""
 
 import numpy as np
 import pytest
-
 from linear_truth import exact_min_l2_binary, linear_module, random_linear_problem
+
 from robustbench_cli import zoo
-from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.core.data import load_eval_set
+from robustbench_cli.core.threat_model import ThreatModel
+from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.targets import TargetSpec, load_target
 from robustbench_cli.targets.pytorch import TorchTarget
-from robustbench_cli.core.threat_model import ThreatModel
 
 
 def _run(target, data, threat, attack, params=None, **kw):
@@ -60,7 +60,7 @@ def test_lambda_trades_distance_against_success(mnist):
     success = {lam: int((~r.robust & r.clean_correct).sum()) for lam, r in runs.items()}
     dist = {lam: float(np.nanmedian(r.distance)) for lam, r in runs.items()}
     assert success[0.01] > success[1.0]  # a weaker distance penalty reaches the target more often ...
-    assert dist[0.01] > dist[1.0]  # ... with larger perturbations
+    assert success[1.0] == 0 or dist[0.01] > dist[1.0]  # ... with larger perturbations (when the strong one breaks any)
 
 
 @pytest.mark.parametrize("attack", ["cw-l2", "lecture"])

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from linear_truth import CountingTarget, linear_module, random_linear_problem
 
+from robustbench_cli.core.threat_model import ThreatModel
 from robustbench_cli.evaluation import PRESETS, Battery, Entry, evaluate
 from robustbench_cli.reports.build import build_report
 from robustbench_cli.targets.base import LabelOnly
-from robustbench_cli.core.threat_model import ThreatModel
-
-from linear_truth import CountingTarget, linear_module, random_linear_problem
 
 N, D, K = 12, 16, 3
 BUDGETS = [1, 2, 7, 50, 300]

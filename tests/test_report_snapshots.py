@@ -8,16 +8,16 @@ Regenerate after an intended change with ``python -m pytest tests/test_report_sn
 from __future__ import annotations
 
 import io
-from dataclasses import replace
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 
 import pytest
+from report_factory import only_target, set_robust, synthetic_report
 from rich.console import Console
 
-from report_factory import only_target, set_robust, synthetic_report
-from robustbench_cli.reports import compare as C
 from robustbench_cli.gate.judge import judge
 from robustbench_cli.gate.rules import collect_rules
+from robustbench_cli.reports import compare as C
 from robustbench_cli.reports import verdict as V
 from robustbench_cli.reports.console import render_summary
 from robustbench_cli.reports.junit import to_junit

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from robustbench_cli import zoo
-from robustbench_cli.core.errors import UserError
 from robustbench_cli.cli.commands import parse_duration
+from robustbench_cli.core.errors import UserError
 
 ONNX = str(zoo.ONNX)
 # a scan long enough to be caught midway: Square with a 1,000-query budget, one sample per batch
@@ -125,21 +125,22 @@ def test_ctrl_c_writes_a_partial_report_and_says_how_to_resume(tmp_path, run_cli
 
 
 def test_resume_refuses_a_different_scan_and_a_missing_state(tmp_path, run_cli):
-    res = run_cli("scan", ONNX, "--data", "mnist", "--n", "5", "--attacks", "noise", "-o", tmp_path / "r.json",
-                  "--resume")
+    res = run_cli("scan", ONNX, "--data", "mnist", "--n", "5", "--attacks", "noise", "--eps", "0.3",
+                  "-o", tmp_path / "r.json", "--resume")
     assert res.exit_code == 2 and "no state file" in res.stderr
     state = tmp_path / "r.json.state.npz"
     # a state left by another scan (a different seed): refused, naming what differs
     from robustbench_cli.evaluation.resume import ScanState
 
     st = ScanState(state, {"seed": 1, "threats": ["linf:0.3"]}, resume=False)
+    assert state.exists()  # written at once: a stop before the first batch still leaves something to resume from
     st.put("x|y", {"robust": np.zeros(3, dtype=bool)}, force=True)
-    res = run_cli("scan", ONNX, "--data", "mnist", "--n", "5", "--attacks", "noise", "-o", tmp_path / "r.json",
-                  "--resume")
+    res = run_cli("scan", ONNX, "--data", "mnist", "--n", "5", "--attacks", "noise", "--eps", "0.3",
+                  "-o", tmp_path / "r.json", "--resume")
     assert res.exit_code == 2 and "different scan" in res.stderr and "seed" in res.stderr, res.stderr
     state.write_bytes(b"not an npz")
-    res = run_cli("scan", ONNX, "--data", "mnist", "--n", "5", "--attacks", "noise", "-o", tmp_path / "r.json",
-                  "--resume")
+    res = run_cli("scan", ONNX, "--data", "mnist", "--n", "5", "--attacks", "noise", "--eps", "0.3",
+                  "-o", tmp_path / "r.json", "--resume")
     assert res.exit_code == 2 and "cannot be read" in res.stderr
 
 
@@ -212,3 +213,59 @@ def test_a_ctrl_c_while_a_batch_is_recorded_waits_for_the_recording_then_stops()
     finally:
         B._STATE.update(held=False, pending=False)
         signal.signal(signal.SIGINT, old)
+
+
+def test_sigterm_stops_like_ctrl_c_and_never_replaces_a_complete_report(tmp_path, run_cli, reference):
+    """timeout, docker stop and CI cancellation send SIGTERM: a partial report beside the complete one, state kept."""
+    complete = tmp_path / "r.json"
+    complete.write_text('{"complete": true, "sentinel": 1}')
+    done = _start_and_stop(tmp_path, signal.SIGTERM)
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and "--resume" in done.stderr
+    assert complete.read_text() == '{"complete": true, "sentinel": 1}'
+    partial = json.loads((tmp_path / "r.partial.json").read_text())
+    assert partial["complete"] is False and partial["incomplete"]["reason"] == "interrupted"
+    res = run_cli("scan", *SLOW, "-o", complete, "--resume")
+    assert res.exit_code == 0, res.stderr
+    assert_same_samples(samples(complete), reference)
+
+
+def test_an_edited_state_file_is_refused(tmp_path):
+    from robustbench_cli.evaluation.resume import ScanState
+
+    state = tmp_path / "s.npz"
+    fp = {"seed": 0}
+    st = ScanState(state, fp, resume=False)
+    st.put("t|linf:0.3", {"robust": np.ones(5, dtype=bool), "queries": np.arange(5)}, force=True)
+    assert ScanState(state, fp, resume=True).get("t|linf:0.3")["robust"].all()  # an untouched state loads
+    with np.load(state, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["0/robust"] = np.zeros(5, dtype=bool)  # "every sample broken", written by hand
+    np.savez(state, **arrays)
+    with pytest.raises(UserError, match="fails its checksum"):
+        ScanState(state, fp, resume=True)
+
+
+def test_a_failed_write_leaves_every_report_as_it_was(tmp_path, monkeypatch):
+    """Several -o files are written as one: a full disk on the second keeps the first file's old content."""
+    import os
+
+    from robustbench_cli.core import io
+
+    first, second = tmp_path / "a.json", tmp_path / "b.md"
+    first.write_text("old a")
+    second.write_text("old b")
+    calls = {"n": 0}
+    real = os.fsync
+
+    def fsync(fd):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(io.os, "fsync", fsync)
+    with pytest.raises(UserError, match=r"cannot write .*b\.md \(No space left on device\); no report was replaced"):
+        io.atomic_write_all([(first, "new a"), (second, "new b")])
+    assert first.read_text() == "old a" and second.read_text() == "old b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.md"]  # no temporaries left

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import shared_path
-from robustbench_cli.evaluation import Battery, Entry, evaluate
+
 from robustbench_cli.core.data import load_eval_set
-from robustbench_cli.targets import TargetSpec, load_target
 from robustbench_cli.core.threat_model import ThreatModel
+from robustbench_cli.evaluation import Battery, Entry, evaluate
+from robustbench_cli.targets import TargetSpec, load_target
 
 pytestmark = pytest.mark.shared
 

@@ -10,11 +10,11 @@ import json
 
 import pytest
 import torch
-
 from conftest import with_data_spec
-from robustbench_cli.training import substitute as sub
+
 from robustbench_cli import zoo
 from robustbench_cli.targets.base import Capability, Target
+from robustbench_cli.training import substitute as sub
 
 torch.set_num_threads(1)
 ARCH = "robustbench_cli.zoo:mnist_cnn"
@@ -41,7 +41,7 @@ class CountingBlackBox(Target):
 def counting(monkeypatch):
     """Route the substitute's target loading to one counting black box."""
     box = CountingBlackBox()
-    monkeypatch.setattr("robustbench_cli.targets.load_target", lambda spec, opts=None: box)
+    monkeypatch.setattr("robustbench_cli.training.substitute.load_target", lambda spec, opts=None: box)
     return box
 
 

@@ -45,12 +45,33 @@ def test_projection_lands_in_ball_and_box_and_is_idempotent(norm, eps, scale, se
     threat = ThreatModel.parse(f"{norm}:{eps}")
     x0 = torch.rand((4, 3, 5, 5), generator=g)
     x = x0 + scale * torch.randn((4, 3, 5, 5), generator=g)
-    p = threat.project(x, x0)
-    assert bool(threat.contains(p, x0).all())
+    projected = threat.project(x, x0)
+    p = threat.tighten(projected, x0)  # what the harness asks the model about
+    assert bool(threat.contains(p, x0).all())  # exactly inside: float64 distance of the stored values <= epsilon
+    assert torch.allclose(p, projected, atol=1e-6, rtol=0)  # tightening moves a rounding step, no more
+    assert torch.equal(threat.tighten(p, x0), p)
     assert torch.allclose(threat.project(p, x0), p, atol=1e-6)
     # a point already inside is left alone
     inside = threat.project(x0 + 0.001 * torch.randn((4, 3, 5, 5), generator=g), x0)
     assert torch.allclose(threat.project(inside, x0), inside, atol=1e-6)
+
+
+@pytest.mark.parametrize("threat", ["linf:0.15", "linf:8/255", "l2:1.0", "l2:0.3"])
+def test_the_ball_is_exact_in_float32(threat):
+    """x0 + eps rounded to float32 can sit 4e-8 outside the ball: contains refuses it, tighten brings it in."""
+    t = ThreatModel.parse(threat)
+    x0 = torch.rand((64, 3, 16, 16), generator=torch.Generator().manual_seed(0)) * 0.5 + 0.2
+    direction = torch.sign(torch.randn_like(x0)) if t.norm.value == "linf" else torch.randn_like(x0)
+    if t.norm.value == "l2":
+        direction = direction / direction.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    assert bool(((x0 + t.epsilon * direction - 0.5).abs() < 0.5).all())  # inside the box: only the ball is tested
+    x = x0 + t.epsilon * direction  # on the boundary, up to float32 rounding
+    over = t.exact_distance(x, x0) > t.epsilon
+    assert bool(over.any())  # rounding does put some rows outside, so the test has teeth
+    assert not bool(t.contains(x, x0)[over].any())
+    tight = t.tighten(x, x0)
+    assert bool(t.contains(tight, x0).all())
+    assert bool((t.exact_distance(tight, x0) > t.epsilon * (1 - 1e-5)).all())  # still on the boundary
 
 
 def test_contains_rejects_outside_nan_and_box():

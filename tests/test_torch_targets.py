@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from robustbench_cli import zoo
-from robustbench_cli.evaluation import PRESETS, check_compatible, evaluate
 from robustbench_cli.core.data import EvalSet, load_eval_set
 from robustbench_cli.core.errors import TargetError
-from robustbench_cli.targets import TargetSpec, load_target
 from robustbench_cli.core.threat_model import ThreatModel
+from robustbench_cli.evaluation import PRESETS, check_compatible, evaluate
+from robustbench_cli.targets import TargetSpec, load_target
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,8 @@ def test_mean_std_applied_inside_the_target(tmp_path, digits8):
 def test_timm_model_built_without_download():
     t = load_target(TargetSpec("timm:test_resnet", num_classes=10))
     assert t.kind == "timm" and t.num_classes == 10
-    c, h, w = t.input_shape
+    assert t.input_shape is None  # it takes the data's size; its default is a hint for --resize
+    c, h, w = t.details["default_input_size"]
     data = EvalSet(x=np.random.default_rng(0).uniform(size=(3, c, h, w)).astype(np.float32),
                    y=np.array([0, 1, 2]), ids=np.arange(3), name="random")
     check_compatible(t, data)

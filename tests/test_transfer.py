@@ -18,12 +18,12 @@ from robustbench_cli.attacks import Goal, create
 from robustbench_cli.attacks.gradients import Autograd
 from robustbench_cli.attacks.rng import SampleRng
 from robustbench_cli.attacks.transfer import InputDiversity, load_surrogate, split_spec
-from robustbench_cli.evaluation import Battery, Entry, evaluate, get_battery, with_transfer
 from robustbench_cli.core.data import load_eval_set
 from robustbench_cli.core.errors import TargetError, UserError
+from robustbench_cli.core.threat_model import ThreatModel
+from robustbench_cli.evaluation import Battery, Entry, evaluate, get_battery, with_transfer
 from robustbench_cli.targets import TargetSpec, load_target
 from robustbench_cli.targets.base import Capability, Oracle, Target
-from robustbench_cli.core.threat_model import ThreatModel
 
 torch.set_num_threads(1)
 SURROGATE = f"{zoo.SPEC}@{zoo.WEIGHTS}"
@@ -170,7 +170,7 @@ def test_transfer_matrix_in_the_report(tmp_path, run_cli):
         assert all(a["attempted"] == correct and a["independent"] for a in transfer)
         assert transfer[2]["surrogates"] == ["mnist_cnn", "mnist_cnn"]
     md = (tmp_path / "r.md").read_text()
-    assert "## Transfer matrix" in md and "ensemble: mnist_cnn + mnist_cnn" in md
+    assert "## Transfer matrix" in md and "ensemble: mnist\\_cnn + mnist\\_cnn" in md  # names escaped for Markdown
     assert "transfer: success rate" in res.output
     jsonschema = pytest.importorskip("jsonschema")
     from robustbench_cli.reports.model import report_schema

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 
 from robustbench_cli.attacks.rng import SampleRng
-from robustbench_cli.targets.base import Capability, Oracle
+from robustbench_cli.core.errors import UserError
 from robustbench_cli.core.threat_model import Norm, ThreatModel
+from robustbench_cli.targets.base import Capability, Oracle
 
-REGISTRY: dict[str, type["Attack"]] = {}
+REGISTRY: dict[str, type[Attack]] = {}
 
 
-def register(cls: type["Attack"]) -> type["Attack"]:
+def register(cls: type[Attack]) -> type[Attack]:
     if cls.name in REGISTRY:
         raise ValueError(f"attack {cls.name!r} registered twice")
     REGISTRY[cls.name] = cls
@@ -38,7 +39,7 @@ class Goal:
     def reached(self, pred: torch.Tensor) -> torch.Tensor:
         return pred == self.labels if self.targeted else pred != self.labels
 
-    def subset(self, idx) -> "Goal":
+    def subset(self, idx) -> Goal:
         return Goal(self.labels[idx], self.targeted)
 
 
@@ -81,7 +82,7 @@ class Attack(ABC):
         """Why this attack cannot run on a target/threat/input size (``dim`` values per sample), or None if it can."""
         missing = [c for c in Capability if c in self.requires and c not in capabilities]
         if missing:
-            return f"needs {', '.join(c.name.lower() for c in missing)}; the target offers {', '.join(Capability.names(capabilities))}"
+            return f"needs {', '.join(cast(str, c.name).lower() for c in missing)}; the target offers {', '.join(Capability.names(capabilities))}"
         if threat.norm not in self.norms:
             return f"supports {', '.join(sorted(n.value for n in self.norms))}, not {threat.norm.value}"
         return None
@@ -95,7 +96,6 @@ class Attack(ABC):
 
 
 def create(name: str, **params) -> Attack:
-    from robustbench_cli.core.errors import UserError
 
     if name not in REGISTRY:
         raise UserError(f"unknown attack {name!r} (known: {', '.join(sorted(REGISTRY))})")

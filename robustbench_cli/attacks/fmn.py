@@ -66,8 +66,8 @@ import torch
 from robustbench_cli.attacks.base import Attack, Goal, likeliest_wrong_classes, register
 from robustbench_cli.attacks.gradients import Autograd
 from robustbench_cli.attacks.losses import margin
-from robustbench_cli.targets.base import Capability
 from robustbench_cli.core.threat_model import Norm
+from robustbench_cli.targets.base import Capability
 
 
 def _view(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -115,10 +115,10 @@ class FMN(Attack):
             if not isinstance(v, int) or isinstance(v, bool) or v < (1 if what == "steps" else 0):
                 raise ValueError(f"{what} must be an integer >= {1 if what == 'steps' else 0}, got {v!r}")
         alpha_final = alpha0 / 100 if alpha_final is None else alpha_final
-        for what, v in (("alpha0", alpha0), ("alpha_final", alpha_final), ("gamma0", gamma0),
-                        ("gamma_final", gamma_final)):
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
-                raise ValueError(f"{what} must be a finite number > 0, got {v!r}")
+        for what, value in (("alpha0", alpha0), ("alpha_final", alpha_final), ("gamma0", gamma0),
+                            ("gamma_final", gamma_final)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{what} must be a finite number > 0, got {value!r}")
         if alpha_final > alpha0:
             raise ValueError(f"alpha_final ({alpha_final}) must not exceed alpha0 ({alpha0})")
         if not gamma_final <= gamma0 < 1:
@@ -228,6 +228,7 @@ class FMN(Attack):
                         return
             if last:
                 break
+            assert g is not None  # every step but the last computes the gradient
 
             gamma = cosine(self.gamma0, self.gamma_final, k, self.steps)
             alpha = cosine(self.alpha0, self.alpha_final, k, self.steps)

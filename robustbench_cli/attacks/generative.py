@@ -28,8 +28,8 @@ from torch import nn
 from robustbench_cli.attacks.base import Attack, register
 from robustbench_cli.core.errors import TargetError
 from robustbench_cli.core.io import existing_file, file_sha256
-from robustbench_cli.targets.base import Capability
 from robustbench_cli.core.threat_model import Norm
+from robustbench_cli.targets.base import Capability
 
 FORMAT = "robust-generator/1"
 

@@ -8,7 +8,8 @@ directions) for black boxes. Every query goes through the :class:`~robustbench_c
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, ClassVar
+from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 

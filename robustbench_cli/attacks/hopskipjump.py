@@ -28,8 +28,8 @@ import math
 import torch
 
 from robustbench_cli.attacks.base import Attack, register
-from robustbench_cli.targets.base import Capability
 from robustbench_cli.core.threat_model import Norm
+from robustbench_cli.targets.base import Capability
 
 
 def _per(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from robustbench_cli.attacks.base import Goal
+from robustbench_cli.core.errors import UserError
 
 
 def cross_entropy(z: torch.Tensor, goal: Goal) -> torch.Tensor:
@@ -24,7 +25,6 @@ LOSSES = {"ce": cross_entropy, "margin": margin}
 
 
 def get_loss(name: str):
-    from robustbench_cli.core.errors import UserError
 
     if name not in LOSSES:
         raise UserError(f"unknown loss {name!r} (known: {', '.join(LOSSES)})")

@@ -28,7 +28,7 @@ class SampleRng:
             self._gens[row] = g
         return g
 
-    def subset(self, rows) -> "SampleRng":
+    def subset(self, rows) -> SampleRng:
         """A view on some rows that shares their generators (so their streams continue, not restart)."""
         rows = [int(r) for r in rows]
         sub = SampleRng(self.seed, self.stream, [self.ids[r] for r in rows], self.device)

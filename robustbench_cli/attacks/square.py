@@ -34,8 +34,8 @@ import torch
 from robustbench_cli.attacks.base import Attack, register
 from robustbench_cli.attacks.losses import get_loss
 from robustbench_cli.attacks.rng import SampleRng
-from robustbench_cli.targets.base import Capability
 from robustbench_cli.core.threat_model import Norm
+from robustbench_cli.targets.base import Capability
 
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -116,7 +116,7 @@ class Square(Attack):
         n = len(x0)
         x0 = x0.reshape(n, *self._image_shape(shape[1:]))
         c, h, w = x0.shape[1:]
-        eps, lo, hi = threat.epsilon, *oracle.target.bounds
+        eps, (lo, hi) = threat.epsilon, oracle.target.bounds
         loss_fn = get_loss(self.loss)
         dev = x0.device
         rows_all = torch.arange(n)

@@ -117,10 +117,11 @@ class Surrogate(GradientSource):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Mean logit-like outputs of the surrogates (differentiable), on ``x``'s device."""
-        z = None
+        z: torch.Tensor | None = None
         for m in self._models:
             zi = m.as_logits(m.forward(x.to(m.device))).to(x.device)
             z = zi if z is None else z + zi
+        assert z is not None  # __init__ refuses an empty list
         return z / len(self._models)
 
     def value_and_grad(self, oracle, x, rows, goal, loss_fn, rng):
@@ -212,7 +213,7 @@ class _Transfer(PGD):
                  loss: str = "ce", momentum: float | None = None, diversity: float = 0.5, resize: float = 0.9,
                  resize_mode: str = "bilinear", copies: int = 4):
         self._surrogates = list(surrogates or [])
-        source = Surrogate(self._surrogates) if self._surrogates else None
+        source: GradientSource | None = Surrogate(self._surrogates) if self._surrogates else None
         if source is not None and self._diverse:
             source = InputDiversity(source, prob=diversity, resize=resize, mode=resize_mode, copies=copies)
         super().__init__(steps=steps, step_size=1.0 / steps if step_size is None else step_size, restarts=1,

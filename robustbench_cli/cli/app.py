@@ -6,15 +6,15 @@ from __future__ import annotations
 import contextlib
 import traceback
 import warnings
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from robustbench_cli import __version__
-from robustbench_cli.core.errors import ExitCode, TrustWarning, UserError
+from robustbench_cli.core.errors import ExitCode, Notice, UserError
+from robustbench_cli.core.version import __version__
 
 app = typer.Typer(
     name="robust",
@@ -30,14 +30,15 @@ err = Console(stderr=True)
 def user_errors(debug: bool):
     """Map failures to one line on stderr and exit code 2; --debug shows the traceback.
 
-    A :class:`TrustWarning` (an opt-out of a safety check) prints as one ``warning:`` line, every time."""
+    A :class:`Notice` (an opt-out of a safety check, a model on random weights) prints as one ``warning:`` line,
+    every time."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("always", TrustWarning)
+            warnings.simplefilter("always", Notice)
             shown = warnings.showwarning
 
             def show(message, category, filename, lineno, file=None, line=None):
-                if issubclass(category, TrustWarning):
+                if issubclass(category, Notice):
                     err.print(f"[yellow]warning:[/yellow] {escape(str(message))}", highlight=False, soft_wrap=True)
                 else:
                     shown(message, category, filename, lineno, file, line)
@@ -48,6 +49,12 @@ def user_errors(debug: bool):
         raise
     except KeyboardInterrupt:
         err.print("[red]error:[/red] interrupted")
+        raise typer.Exit(ExitCode.ERROR) from None
+    except SystemExit as e:  # the model's code (or a library) called sys.exit: robust decides the exit code
+        if debug:
+            traceback.print_exc()
+        err.print(f"[red]error:[/red] code run by the model called sys.exit({escape(repr(e.code))}) before robust "
+                  "finished; no report was written", highlight=False, soft_wrap=True)
         raise typer.Exit(ExitCode.ERROR) from None
     except UserError as e:
         if debug:
@@ -73,7 +80,7 @@ def _root(version: Annotated[bool, typer.Option("--version", callback=_version, 
     pass
 
 
-def floats(text: Optional[str], what: str) -> Optional[list[float]]:
+def floats(text: str | None, what: str) -> list[float] | None:
     if text is None:
         return None
     try:
@@ -88,7 +95,7 @@ def floats(text: Optional[str], what: str) -> Optional[list[float]]:
 def make_progress(console: Console):
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console, transient=False)
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def update(desc: str, done: int, total: int):
         if desc not in tasks:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -18,21 +18,21 @@ out = Console(width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True)
 
 # Options shared by `gate` and `scan` --------------------------------------------------------------------------------
-FailUnder = Annotated[Optional[list[str]], typer.Option(
+FailUnder = Annotated[list[str] | None, typer.Option(
     "--fail-under", rich_help_panel="Gate", help="Gate rule [METRIC][@THREAT]=LEVEL, e.g. robust_accuracy@linf:8/255=0.40 or a bare 0.40 "
                          "(robust accuracy at every threat). Repeatable.")]
-MaxDrop = Annotated[Optional[list[str]], typer.Option(
+MaxDrop = Annotated[list[str] | None, typer.Option(
     "--max-drop", rich_help_panel="Gate", help="Gate rule [METRIC][@THREAT]=AMOUNT against the baseline, with a unit: 2pp or 5% (of the "
                        "baseline). Repeatable.")]
-Paired = Annotated[Optional[bool], typer.Option(
+Paired = Annotated[bool | None, typer.Option(
     "--paired/--no-paired", rich_help_panel="Gate", help="--max-drop fails only when the exact McNemar test on the per-sample flips says the "
                                  "drop is significant (default: off, or `paired` in [tool.robust.gate]).")]
-Alpha = Annotated[Optional[float], typer.Option("--alpha", rich_help_panel="Gate", help="Significance level of --paired (default 0.05).")]
-Config = Annotated[Optional[Path], typer.Option("--config", rich_help_panel="Gate", help="pyproject.toml with [tool.robust.gate] rules (and, for scan, [tool.robust.scan] defaults); default: ./pyproject.toml when present.")]
-Junit = Annotated[Optional[Path], typer.Option("--junit", rich_help_panel="Gate", help="Write the gate as JUnit XML (one test case per check).")]
-Summary = Annotated[Optional[Path], typer.Option("--summary", rich_help_panel="Gate", help="Write the gate as a Markdown summary (under GitHub "
+Alpha = Annotated[float | None, typer.Option("--alpha", rich_help_panel="Gate", help="Significance level of --paired (default 0.05).")]
+Config = Annotated[Path | None, typer.Option("--config", rich_help_panel="Gate", help="pyproject.toml with [tool.robust.gate] rules (and, for scan, [tool.robust.scan] defaults); default: ./pyproject.toml when present.")]
+Junit = Annotated[Path | None, typer.Option("--junit", rich_help_panel="Gate", help="Write the gate as JUnit XML (one test case per check).")]
+Summary = Annotated[Path | None, typer.Option("--summary", rich_help_panel="Gate", help="Write the gate as a Markdown summary (under GitHub "
                                                                    "Actions it is also appended to $GITHUB_STEP_SUMMARY).")]
-Annotate = Annotated[Optional[bool], typer.Option(
+Annotate = Annotated[bool | None, typer.Option(
     "--github-annotations/--no-github-annotations", rich_help_panel="Gate",
     help="Print ::error workflow commands for failed checks (default: on when GITHUB_ACTIONS=true).")]
 

@@ -8,9 +8,10 @@ pyproject.toml gives defaults for the options not on the command line) and hands
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from click.core import ParameterSource
@@ -57,45 +58,48 @@ def _finish(report: Report, outputs: list[Path], examples=None, save: tuple[Path
 def scan(
     ctx: typer.Context,
     models: Models,
-    weights: Annotated[Optional[list[str]], typer.Option(help="Checkpoint (state dict) per PyTorch model, in model order; loaded with weights_only=True.", rich_help_panel=TARGET)] = None,
-    weights_key: Annotated[Optional[str], typer.Option(help="Where the state dict sits in the checkpoint, e.g. state_dict.0.", rich_help_panel=TARGET)] = None,
+    weights: Annotated[list[str] | None, typer.Option(help="Checkpoint (state dict) per PyTorch model, in model order; loaded with weights_only=True.", rich_help_panel=TARGET)] = None,
+    weights_key: Annotated[str | None, typer.Option(help="Where the state dict sits in the checkpoint, e.g. state_dict.0.", rich_help_panel=TARGET)] = None,
     trust_checkpoint: Annotated[bool, typer.Option(help="Allow full unpickling of checkpoints that need it (runs any code inside them; a warning names each such file).", rich_help_panel=TARGET)] = False,
-    num_classes: Annotated[Optional[int], typer.Option(help="Number of classes (timm models and factories that take it).", rich_help_panel=TARGET)] = None,
-    mean: Annotated[Optional[str], typer.Option(help="Per-channel mean applied inside PyTorch targets, e.g. 0.485,0.456,0.406.", rich_help_panel=TARGET)] = None,
-    std: Annotated[Optional[str], typer.Option(help="Per-channel std applied inside PyTorch targets.", rich_help_panel=TARGET)] = None,
-    layout: Annotated[Optional[str], typer.Option(help="ONNX input layout: nchw, nhwc or flat (detected by default).", rich_help_panel=TARGET)] = None,
-    output: Annotated[Optional[str], typer.Option(help="ONNX output to read when the model has several.", rich_help_panel=TARGET)] = None,
-    access: Annotated[str, typer.Option(help="What the attacker sees: auto, scores, or labels (decision-based).", rich_help_panel=TARGET)] = "auto",
-    bpda: Annotated[Optional[str], typer.Option(help="Comma-separated submodules of a PyTorch model (names as in model.named_modules()) differentiated as the identity (BPDA, straight-through), e.g. quant.", rich_help_panel=TARGET)] = None,
+    num_classes: Annotated[int | None, typer.Option(help="Number of classes (timm models and factories that take it).", rich_help_panel=TARGET)] = None,
+    pretrained: Annotated[bool, typer.Option("--pretrained", help="timm:NAME or torchvision:NAME with its published weights, read from the local hub cache (HF_HUB_CACHE, TORCH_HOME).", rich_help_panel=TARGET)] = False,
+    mean: Annotated[str | None, typer.Option(help="Per-channel mean subtracted before the model (PyTorch or ONNX), so epsilon stays in [0,1] pixels, e.g. 0.485,0.456,0.406.", rich_help_panel=TARGET)] = None,
+    std: Annotated[str | None, typer.Option(help="Per-channel std the (x - mean) is divided by before the model (PyTorch or ONNX).", rich_help_panel=TARGET)] = None,
+    layout: Annotated[str | None, typer.Option(help="ONNX input layout: nchw, nhwc or flat (detected by default).", rich_help_panel=TARGET)] = None,
+    output: Annotated[str | None, typer.Option(help="ONNX output to read when the model has several.", rich_help_panel=TARGET)] = None,
+    access: Annotated[str, typer.Option(help="What the attacker sees: auto, gradients (open an ONNX file as a white box: converted for gradients, every answer from the file), scores, or labels (decision-based).", rich_help_panel=TARGET)] = "auto",
+    bpda: Annotated[str | None, typer.Option(help="Comma-separated submodules of a PyTorch model (names as in model.named_modules()) differentiated as the identity (BPDA, straight-through), e.g. quant.", rich_help_panel=TARGET)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N] for PyTorch targets.", rich_help_panel=TARGET)] = "auto",
     fast_forward: Annotated[bool, typer.Option(help="Answer attacks' forward-only queries on a PyTorch model from an onnxruntime export of it (CPU; checked against the model first, and every success is verified on the model itself).", rich_help_panel=TARGET)] = True,
     data: Annotated[str, typer.Option(help="Data: mnist, mnist:test, mnist:train, digits, an .npz (x, y), an image folder "
                                            "(one sub-folder per class), an MNIST IDX images file, or a CIFAR-10 batch.", rich_help_panel=DATA)] = "mnist",
-    n: Annotated[Optional[int], typer.Option("--n", help="Number of samples (after --offset).", rich_help_panel=DATA)] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Number of samples (after --offset).", rich_help_panel=DATA)] = None,
     offset: Annotated[int, typer.Option(help="First sample to use.", rich_help_panel=DATA)] = 0,
     shuffle: Annotated[bool, typer.Option(help="Shuffle the data with the seed before selecting.", rich_help_panel=DATA)] = False,
-    data_layout: Annotated[Optional[str], typer.Option(help="Layout of the data arrays: nchw or nhwc (detected by default).", rich_help_panel=DATA)] = None,
-    data_scale: Annotated[Optional[float], typer.Option(help="Divide pixel values by this (e.g. 255 for float data in 0..255).", rich_help_panel=DATA)] = None,
-    eps: Annotated[Optional[list[str]], typer.Option("--eps", help="Linf epsilon (repeatable), e.g. 0.3 or 8/255.", rich_help_panel=THREAT)] = None,
-    threat: Annotated[Optional[list[str]], typer.Option("--threat", help="Threat model NORM:EPS[:targeted] (repeatable), e.g. linf:8/255, l2:1.5.", rich_help_panel=THREAT)] = None,
-    targeted: Annotated[Optional[str], typer.Option(help="Targeted attacks towards: random, least-likely, or a class index.", rich_help_panel=THREAT)] = None,
-    preset: Annotated[Optional[str], typer.Option(help="Battery preset: quick, default, blackbox or standard (see `robust attacks`); default: default.", show_default=False, rich_help_panel=THREAT)] = None,
-    attacks: Annotated[Optional[str], typer.Option(help="Comma-separated attacks instead of a preset (see `robust attacks`).", rich_help_panel=THREAT)] = None,
+    data_layout: Annotated[str | None, typer.Option(help="Layout of the data arrays: nchw or nhwc (detected by default).", rich_help_panel=DATA)] = None,
+    data_scale: Annotated[float | None, typer.Option(help="Divide pixel values by this (e.g. 255 for float data in 0..255).", rich_help_panel=DATA)] = None,
+    resize: Annotated[str | None, typer.Option(help="Resize the selected images to HEIGHTxWIDTH (or one size) before the scan, bilinear and antialiased; recorded in the report.", rich_help_panel=DATA)] = None,
+    crop: Annotated[str | None, typer.Option(help="Centre-crop the (resized) images to HEIGHTxWIDTH (or one size); recorded in the report.", rich_help_panel=DATA)] = None,
+    eps: Annotated[list[str] | None, typer.Option("--eps", help="Linf epsilon (repeatable), e.g. 0.3 or 8/255.", rich_help_panel=THREAT)] = None,
+    threat: Annotated[list[str] | None, typer.Option("--threat", help="Threat model NORM:EPS[:targeted] (repeatable), e.g. linf:8/255, l2:1.5.", rich_help_panel=THREAT)] = None,
+    targeted: Annotated[str | None, typer.Option(help="Targeted attacks towards: random, least-likely, or a class index.", rich_help_panel=THREAT)] = None,
+    preset: Annotated[str | None, typer.Option(help="Battery preset: quick, default, blackbox or standard (see `robust attacks`); default: default.", show_default=False, rich_help_panel=THREAT)] = None,
+    attacks: Annotated[str | None, typer.Option(help="Comma-separated attacks instead of a preset (see `robust attacks`).", rich_help_panel=THREAT)] = None,
     eot: Annotated[int, typer.Option(help="Average every gradient attack's gradients over N draws of a randomised model (EOT); needed when the model is randomised.", rich_help_panel=THREAT)] = 1,
-    surrogate: Annotated[Optional[list[str]], typer.Option(help="Surrogate model for transfer attacks, SPEC or SPEC@WEIGHTS (repeatable; several also form an ensemble), e.g. examples/architectures.py:LeNet5@lenet5.pt; loaded like a PyTorch model.", rich_help_panel=THREAT)] = None,
-    generator: Annotated[Optional[list[str]], typer.Option(help="Trained perturbation generator file (from `robust generator train`), run as the generator attack (repeatable).", rich_help_panel=THREAT)] = None,
-    certify: Annotated[Optional[bool], typer.Option("--certify/--no-certify", help="Prove samples robust with sound bounds (IBP, CROWN) after the first attack, and attack only the rest; the report gives the certified accuracy, a lower bound. Default: as the preset says (standard: on, stopping where the bounds cost more than they spare). PyTorch nn.Sequential Conv/Linear/ReLU nets, Linf only.", rich_help_panel=THREAT)] = None,
-    queries: Annotated[Optional[int], typer.Option(help="Per-sample query budget for every attack (verification included).", rich_help_panel=RUN)] = None,
+    surrogate: Annotated[list[str] | None, typer.Option(help="Surrogate model for transfer attacks, SPEC or SPEC@WEIGHTS (repeatable; several also form an ensemble), e.g. examples/architectures.py:LeNet5@lenet5.pt; loaded like a PyTorch model.", rich_help_panel=THREAT)] = None,
+    generator: Annotated[list[str] | None, typer.Option(help="Trained perturbation generator file (from `robust generator train`), run as the generator attack (repeatable).", rich_help_panel=THREAT)] = None,
+    certify: Annotated[bool | None, typer.Option("--certify/--no-certify", help="Prove samples robust with sound bounds (IBP, CROWN) after the first attack, and attack only the rest; the report gives the certified accuracy, a lower bound. Default: as the preset says (standard: on, stopping where the bounds cost more than they spare). PyTorch nn.Sequential Conv/Linear/ReLU nets, Linf only.", rich_help_panel=THREAT)] = None,
+    queries: Annotated[int | None, typer.Option(help="Per-sample query budget for every attack (verification included).", rich_help_panel=RUN)] = None,
     seed: Annotated[int, typer.Option(help="Seed for every random choice; in the report.", rich_help_panel=RUN)] = 0,
     batch_size: Annotated[int, typer.Option(help="Samples attacked at once.", rich_help_panel=RUN)] = 256,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted scan from its state file (next to the first report); run the same command with --resume.", rich_help_panel=RUN)] = False,
-    time_budget: Annotated[Optional[str], typer.Option(help="Stop starting new work after this long (90s, 10m, 1h30m); the report says which samples and attacks completed.", rich_help_panel=RUN)] = None,
-    report: Annotated[Optional[list[str]], typer.Option("-o", "--report", help="Report file(s); format from the suffix: .json, .csv, .md, .html, .xml (JUnit of the gate). Default robust-report/report.json.", rich_help_panel=OUTPUTS)] = None,
-    save_examples: Annotated[Optional[Path], typer.Option(help="Save every adversarial example as PNG, with index.csv, in this new folder; each is re-checked on the model after 8-bit rounding.", rich_help_panel=OUTPUTS)] = None,
+    time_budget: Annotated[str | None, typer.Option(help="Stop starting new work after this long (90s, 10m, 1h30m); the report says which samples and attacks completed.", rich_help_panel=RUN)] = None,
+    report: Annotated[list[str] | None, typer.Option("-o", "--report", help="Report file(s); format from the suffix: .json, .csv, .md, .html, .xml (JUnit of the gate). Default robust-report/report.json.", rich_help_panel=OUTPUTS)] = None,
+    save_examples: Annotated[Path | None, typer.Option(help="Save every adversarial example as PNG, with index.csv, in this new folder; each is re-checked on the model after 8-bit rounding.", rich_help_panel=OUTPUTS)] = None,
     html_examples: Annotated[int, typer.Option(help="Adversarial examples per target and threat shown in an .html report.", rich_help_panel=OUTPUTS)] = 6,
     fail_under: FailUnder = None,
     max_drop: MaxDrop = None,
-    baseline: Annotated[Optional[Path], typer.Option(help="Baseline report JSON for --max-drop (default with several models: the first model).", rich_help_panel=GATE)] = None,
+    baseline: Annotated[Path | None, typer.Option(help="Baseline report JSON for --max-drop (default with several models: the first model).", rich_help_panel=GATE)] = None,
     paired: Paired = None,
     alpha: Alpha = None,
     gate: Annotated[bool, typer.Option("--gate", help="Apply the rules of [tool.robust.gate] in pyproject.toml (read anyway when a gate option is given).", rich_help_panel=GATE)] = False,
@@ -103,11 +107,11 @@ def scan(
     junit: Junit = None,
     summary: Summary = None,
     github_annotations: Annotate = None,
-    detector: Annotated[Optional[str], typer.Option(help="A detector guarding the (one) model: any model spec whose output scores 'adversarial' (1 score, or 2: clean, adversarial). The scan then reports the model alone, guarded against non-adaptive attacks, and guarded against adaptive attacks on both.", rich_help_panel=DETECTOR)] = None,
-    detector_weights: Annotated[Optional[str], typer.Option(help="The detector's state dict (PyTorch detectors).", rich_help_panel=DETECTOR)] = None,
-    detector_fpr: Annotated[Optional[float], typer.Option(help="Flag this share of clean inputs: sets the detector's threshold (default 0.05).", rich_help_panel=DETECTOR)] = None,
-    detector_threshold: Annotated[Optional[float], typer.Option(help="A fixed detector threshold instead of --detector-fpr.", rich_help_panel=DETECTOR)] = None,
-    detector_calibration: Annotated[Optional[str], typer.Option(help="Clean data for the --detector-fpr threshold (default: the scanned data), e.g. mnist:train.", rich_help_panel=DETECTOR)] = None,
+    detector: Annotated[str | None, typer.Option(help="A detector guarding the (one) model: any model spec whose output scores 'adversarial' (1 score, or 2: clean, adversarial). The scan then reports the model alone, guarded against non-adaptive attacks, and guarded against adaptive attacks on both.", rich_help_panel=DETECTOR)] = None,
+    detector_weights: Annotated[str | None, typer.Option(help="The detector's state dict (PyTorch detectors).", rich_help_panel=DETECTOR)] = None,
+    detector_fpr: Annotated[float | None, typer.Option(help="Flag this share of clean inputs: sets the detector's threshold (default 0.05).", rich_help_panel=DETECTOR)] = None,
+    detector_threshold: Annotated[float | None, typer.Option(help="A fixed detector threshold instead of --detector-fpr.", rich_help_panel=DETECTOR)] = None,
+    detector_calibration: Annotated[str | None, typer.Option(help="Clean data for the --detector-fpr threshold (default: the scanned data), e.g. mnist:train.", rich_help_panel=DETECTOR)] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
     """Attack MODELS with a battery and report clean and robust accuracy per threat model.
@@ -128,7 +132,7 @@ def scan_config(ctx: typer.Context, p: dict[str, Any]) -> ScanConfig:
     """The command line's options as a config; ``[tool.robust.scan]`` fills the options not given on it."""
     from robustbench_cli.attacks.transfer import surrogate_spec
     from robustbench_cli.config import ScanConfig, pyproject_defaults
-    from robustbench_cli.core.data import DataSpec
+    from robustbench_cli.core.data import DataSpec, parse_size
     from robustbench_cli.evaluation.config import DetectorSpec, RunSpec
     from robustbench_cli.reports.writers import OutputSpec
     from robustbench_cli.targets import TargetSpec
@@ -139,20 +143,21 @@ def scan_config(ctx: typer.Context, p: dict[str, Any]) -> ScanConfig:
     if p["weights"] and len(p["weights"]) != len(torch_models):
         raise UserError(f"{len(p['weights'])} --weights for {len(torch_models)} PyTorch model(s): give one per PyTorch "
                         "model, in order")
+    if p["pretrained"] and not any(m.startswith(("timm:", "torchvision:", "hf-hub:")) for m in p["models"]):
+        raise UserError("--pretrained applies to timm:NAME and torchvision:NAME; give other models --weights FILE")
     mean, std = _tuple(floats(p["mean"], "--mean")), _tuple(floats(p["std"], "--std"))
     bpda = None if p["bpda"] is None else tuple(b.strip() for b in p["bpda"].split(",") if b.strip())
     if bpda is not None and not bpda:
         raise UserError("--bpda needs module names, e.g. --bpda quant or --bpda pre.quant,pre.jpeg")
     if bpda and not torch_models:
         raise UserError("--bpda replaces the gradient of PyTorch submodules; an ONNX black box has no gradients")
-    if (mean or std) and not torch_models and not p["surrogate"]:
-        raise UserError("--mean/--std apply to PyTorch targets; an ONNX graph must contain its own normalisation")
     loading = dict(weights_key=p["weights_key"], num_classes=p["num_classes"], batch_size=p["batch_size"],
                    device=p["device"], trust_checkpoint=p["trust_checkpoint"])
     weights = iter(p["weights"] or [])
-    targets = [TargetSpec(m, layout=p["layout"], output=p["output"], access=p["access"], **loading)
+    targets = [TargetSpec(m, mean=mean, std=std, layout=p["layout"], output=p["output"], access=p["access"], **loading)
                if m.lower().endswith(".onnx") else
-               TargetSpec(m, weights=next(weights, None), mean=mean, std=std, layout=p["layout"], output=p["output"],
+               TargetSpec(m, weights=next(weights, None), pretrained=p["pretrained"] and m.startswith(
+                   ("timm:", "torchvision:", "hf-hub:")), mean=mean, std=std, layout=p["layout"], output=p["output"],
                           access=p["access"], bpda=bpda, fast_forward=p["fast_forward"], **loading)
                for m in p["models"]]
     if p["detector"] is None and (p["detector_weights"] or p["detector_fpr"] is not None
@@ -165,9 +170,10 @@ def scan_config(ctx: typer.Context, p: dict[str, Any]) -> ScanConfig:
     cfg = ScanConfig(
         targets=tuple(targets),
         data=DataSpec(p["data"], n=p["n"], offset=p["offset"], shuffle=p["shuffle"], layout=p["data_layout"],
-                      scale=p["data_scale"]),
+                      scale=p["data_scale"], resize=None if p["resize"] is None else parse_size(p["resize"], "--resize"),
+                      crop=None if p["crop"] is None else parse_size(p["crop"], "--crop")),
         run=RunSpec(
-            threats=tuple([*(p["eps"] or []), *(p["threat"] or [])] or ["linf:0.3"]), preset=p["preset"],
+            threats=tuple([*(p["eps"] or []), *(p["threat"] or [])]) or _default_threats(p["config"]), preset=p["preset"],
             attacks=None if p["attacks"] is None else tuple(a.strip() for a in p["attacks"].split(",")),
             targeted=p["targeted"], queries=p["queries"], seed=p["seed"], batch_size=p["batch_size"], eot=p["eot"],
             certify=p["certify"], time_budget=None if p["time_budget"] is None else parse_duration(p["time_budget"]),
@@ -191,6 +197,14 @@ def scan_config(ctx: typer.Context, p: dict[str, Any]) -> ScanConfig:
     return cfg.with_options(unset, where=f"{p['config'] or 'pyproject.toml'} [tool.robust.scan]") if unset else cfg
 
 
+def _default_threats(config: str | None) -> tuple[str, ...]:
+    """The threats of ``[tool.robust.scan]`` when the command line gives none (epsilon has no built-in default)."""
+    from robustbench_cli.config import pyproject_defaults
+
+    value = pyproject_defaults(config).get("threat", ())
+    return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
+
+
 def _tuple(values: list[float] | None) -> tuple[float, ...] | None:
     return None if values is None else tuple(values)
 
@@ -212,10 +226,16 @@ def run_scan(cfg: ScanConfig):
         from robustbench_cli.gate.rules import check_rules_against_threats
 
         check_rules_against_threats(plan.rules, cfg.run.threat_models())
+    from robustbench_cli.evaluation.interrupts import terminate_as_interrupt
+
+    terminate_as_interrupt()
     progress, update = make_progress(err)
     with progress:
         outcome = api.run(cfg, progress=update)
     rep = outcome.report
+    if outcome.stopped is not None and any(p.exists() for p in outputs):
+        # a stopped scan never replaces reports already there: its partial reports go beside them
+        outputs = [p.with_name(f"{p.stem}.partial{p.suffix}") for p in outputs]
     examples_dir = Path(cfg.outputs.save_examples) if cfg.outputs.save_examples is not None else None
     save = (examples_dir, outcome.saved) if examples_dir is not None else None
     verdict = None
@@ -263,7 +283,7 @@ def parse_duration(text: str) -> float:
 def _stopped_line(reason: str, state: Path) -> None:
     args = [a for a in sys.argv[1:] if a != "--resume"]
     err.print(f"[yellow]scan stopped ({reason}):[/yellow] the reports are partial and marked incomplete; "
-              f"the progress is in {state}. Resume with: robust {' '.join(args)} --resume",
+              f"the progress is in {state}. Resume with: robust {shlex.join(args)} --resume",
               highlight=False, soft_wrap=True)
 
 
@@ -279,7 +299,7 @@ def _examples_line(rep: Report, folder: Path) -> None:
 @app.command()
 def demo(
     n: Annotated[int, typer.Option("--n", help="Held-out MNIST samples to scan.")] = 200,
-    eps: Annotated[Optional[str], typer.Option(help="Linf epsilon (default 0.2; 0.3 with --defences).",
+    eps: Annotated[str | None, typer.Option(help="Linf epsilon (default 0.2; 0.3 with --defences).",
                                                show_default=False)] = None,
     defences: Annotated[bool, typer.Option("--defences", help="Compare the defence zoo instead: the embedded CNN "
                                            "trained standard, PGD and logit-paired, then the standard one guarded by "
@@ -312,7 +332,8 @@ def demo(
         if n <= 0:  # checked before the banner: a bad option is the only line printed
             raise UserError(f"--n must be > 0, got {n}")
         parse_threats([eps])
-        common = dict(data=DataSpec("mnist:test", n=n, shuffle=True), run=RunSpec(threats=(eps,), seed=seed))
+        common: dict[str, Any] = dict(data=DataSpec("mnist:test", n=n, shuffle=True),
+                                      run=RunSpec(threats=(eps,), seed=seed))
         white = TargetSpec(zoo.SPEC, weights=str(zoo.WEIGHTS), device="cpu")
         if not defences:
             scans = [(ScanConfig(targets=(white, TargetSpec(str(zoo.ONNX))), outputs=outputs[0], **common),

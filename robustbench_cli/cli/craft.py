@@ -13,11 +13,12 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
 
-from robustbench_cli.cli.app import floats, app, user_errors
+from robustbench_cli.cli.app import app, floats, user_errors
 from robustbench_cli.core.errors import UserError
 
 err = Console(stderr=True)
@@ -99,7 +100,7 @@ def generator_train(
         err.print(f"robust generator train: against {', '.join(cfg.surrogates)} on {data}, {cfg.threat}, "
                   f"{epochs} epoch(s), seed {seed}", highlight=False)
         progress = _progress()
-        tasks: dict[int, int] = {}
+        tasks: dict[int, TaskID] = {}
 
         def update(epoch: int, done: int, total: int, s: dict) -> None:
             if epoch not in tasks:
@@ -167,7 +168,7 @@ def surrogate_train(
         err.print(f"robust surrogate train: {arch} imitating {model} on {data} (n={n}), {rounds} augmentation "
                   f"round(s), seed {seed}", highlight=False)
         progress = _progress()
-        tasks: dict[int, int] = {}
+        tasks: dict[int, TaskID] = {}
 
         def update(rho: int, epoch: int, total: int, s: dict) -> None:
             if rho not in tasks:

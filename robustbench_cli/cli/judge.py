@@ -7,7 +7,7 @@ with ``scan`` are in :mod:`robustbench_cli.cli.ci`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -24,7 +24,7 @@ def compare(
     reports: Annotated[list[Path], typer.Argument(help="Report JSON files (the first is the reference column); one "
                                                        "report with several targets compares its targets.",
                                                   show_default=False)],
-    output: Annotated[Optional[list[Path]], typer.Option("-o", "--output", help="Write the comparison: .md, .json or "
+    output: Annotated[list[Path] | None, typer.Option("-o", "--output", help="Write the comparison: .md, .json or "
                                                                                 ".html (the full HTML report of every column).")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ):
@@ -59,7 +59,7 @@ def compare(
 @app.command()
 def gate(
     report: Annotated[Path, typer.Argument(help="The report JSON to judge.", show_default=False)],
-    baseline: Annotated[Optional[Path], typer.Option(help="Baseline report JSON for --max-drop. Without it, a report "
+    baseline: Annotated[Path | None, typer.Option(help="Baseline report JSON for --max-drop. Without it, a report "
                                                           "of several targets uses its first target.")] = None,
     fail_under: FailUnder = None,
     max_drop: MaxDrop = None,

@@ -12,11 +12,12 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
 
-from robustbench_cli.cli.app import floats, app, user_errors
+from robustbench_cli.cli.app import app, floats, user_errors
 from robustbench_cli.core.errors import UserError
 
 err = Console(stderr=True)
@@ -106,7 +107,7 @@ def train_command(
         lib.check_config(cfg)
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             TextColumn("{task.fields[stats]}"), console=err, transient=False)
-        tasks: dict[int, int] = {}
+        tasks: dict[int, TaskID] = {}
 
         def update(epoch: int, done: int, total: int, s: dict) -> None:
             if epoch not in tasks:

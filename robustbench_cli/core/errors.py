@@ -27,5 +27,9 @@ class TargetError(UserError):
     """The model cannot be loaded or does not behave like a classifier."""
 
 
-class TrustWarning(UserWarning):
-    """The user opted out of a safety check (``--trust-checkpoint``): the CLI prints it as one ``warning:`` line."""
+class Notice(UserWarning):
+    """Something the user must see but that does not stop the run: the CLI prints it as one ``warning:`` line."""
+
+
+class TrustWarning(Notice):
+    """The user opted out of a safety check (``--trust-checkpoint``)."""

@@ -32,23 +32,43 @@ def file_sha256(path: Path) -> str:
 
 def atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    atomic_write_all([(Path(path), text)])
+
+
+def atomic_write_all(files: list[tuple[Path, str]]) -> None:
+    """Write several files as one: every temporary is written (and synced) first, and only when all of them are
+    whole do they replace their targets. A failure while writing (a full disk, a folder that vanished) leaves every
+    existing file as it was and names the file that failed."""
+    temps: list[tuple[str, Path]] = []
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        # mkstemp makes the file private (0600); give it the mode a plain open() would (or the file's old mode)
-        try:
-            mode = path.stat().st_mode & 0o777
-        except OSError:
-            mask = os.umask(0)
-            os.umask(mask)
-            mode = 0o666 & ~mask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        for path, text in files:
+            path = Path(path)
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+                temps.append((tmp, path))
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.chmod(tmp, _mode_for(path))
+            except OSError as e:
+                raise UserError(f"cannot write {path} ({e.strerror or e}); no report was replaced") from None
+        for tmp, path in temps:
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp, _ in temps:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _mode_for(path: Path) -> int:
+    """mkstemp makes the file private (0600); give it the mode a plain open() would (or the file's old mode)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def writable_parent(path: Path, label: str) -> Path:

@@ -9,7 +9,7 @@ _LIBS = ("torch", "onnxruntime", "numpy", "timm", "pandas")
 
 
 def library_versions() -> dict:
-    out = {"python": platform.python_version()}
+    out: dict[str, str | None] = {"python": platform.python_version()}
     for lib in _LIBS:
         try:
             out[lib] = metadata.version(lib)

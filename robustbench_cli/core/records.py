@@ -112,12 +112,12 @@ def _convert(tp: Any, v: Any, where: str, strict: bool) -> Any:
     if tp is Any or tp is object:
         return v
     if dataclasses.is_dataclass(tp):
-        return from_data(tp, v, strict=strict, where=where)
+        return from_data(typing.cast(type, tp), v, strict=strict, where=where)
     if origin in (list, tuple):
         args = typing.get_args(tp)
         if not isinstance(v, (list, tuple)):
             raise UserError(f"{where}: expected a list, got {_kind(v)}")
-        item = args[0] if args else Any
+        item: Any = args[0] if args else Any
         fast = _PRIMITIVE.get(item)
         if fast is not None and all(fast(x) for x in v):  # long per-sample columns: one pass, no per-item calls
             out = list(v)

@@ -55,7 +55,7 @@ class ThreatModel:
             )
 
     @classmethod
-    def parse(cls, spec: str, *, targeted: bool = False) -> "ThreatModel":
+    def parse(cls, spec: str, *, targeted: bool = False) -> ThreatModel:
         """'linf:8/255', 'l2:0.5', 'linf:0.3:targeted' or a bare '0.3' (Linf)."""
         parts = [p.strip() for p in spec.strip().split(":")]
         if len(parts) == 1:
@@ -109,10 +109,42 @@ class ThreatModel:
             x = x0 + d * factor
         return x.clamp(lo, hi)
 
+    def exact_distance(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """The distance in float64 between the values as stored (float32 inputs are exact in float64): what
+        "inside epsilon" means, with no tolerance."""
+        return self.distance(x.double(), x0.double())
+
+    def tighten(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """``x`` moved towards ``x0`` just enough that :meth:`exact_distance` is at most epsilon.
+
+        A float32 projection can land a rounding step outside the ball (``x0 + 0.15`` stored as a float32 can be
+        0.15000004 away from ``x0``). Linf: each coordinate outside goes to the float32 nearest its exact boundary
+        ``x0 +- eps`` on the inside. L2: rows outside scale their perturbation to the exact radius, less a relative
+        2^-20 that doubles until they are inside. Moving towards ``x0`` never leaves the box, since ``x0`` is in
+        it. A row still outside after that (never seen) falls back to ``x0`` itself."""
+        eps = self.epsilon
+        if self.norm is Norm.LINF:
+            d = x.double() - x0.double()
+            outside = d.abs() > eps
+            if bool(outside.any()):
+                edge = (x0.double() + torch.sign(d) * eps).to(x.dtype)
+                edge = torch.where((edge.double() - x0.double()).abs() > eps, torch.nextafter(edge, x0), edge)
+                x = torch.where(outside, edge, x)
+        else:
+            for k in range(12):
+                dist = self.exact_distance(x, x0)
+                over = dist > eps
+                if not bool(over.any()):
+                    break
+                factor = torch.where(over, eps / dist.clamp_min(1e-300) * (1 - 2.0 ** (k - 20)), 1.0)
+                scaled = x0.double() + (x.double() - x0.double()) * factor.view(-1, *([1] * (x.dim() - 1)))
+                x = torch.where(over.view(-1, *([1] * (x.dim() - 1))), scaled.to(x.dtype), x)
+        over = self.exact_distance(x, x0) > eps
+        return torch.where(over.view(-1, *([1] * (x.dim() - 1))), x0, x)
+
     def contains(self, x: torch.Tensor, x0: torch.Tensor, bounds: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
-        """Per-sample check that x lies in the ball and in the box (a float32 tolerance of 1e-6 relative)."""
+        """Per-sample check that x is finite and lies in the box and in the ball, exactly (no tolerance)."""
         lo, hi = bounds
-        tol = 1e-6 * max(1.0, self.epsilon)
         inside_box = ((x >= lo) & (x <= hi)).flatten(1).all(dim=1)
         finite = torch.isfinite(x).flatten(1).all(dim=1)
-        return finite & inside_box & (self.distance(x, x0) <= self.epsilon + tol)
+        return finite & inside_box & (self.exact_distance(x, x0) <= self.epsilon)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -131,7 +132,8 @@ class _Run:
         self.device = target.device
         self.x_all = torch.as_tensor(data.x).to(self.device)
         t0 = time.perf_counter()
-        self.clean_scores = target.scores(self.x_all) if len(self.x_all) else torch.zeros((0, target.num_classes))
+        self.clean_scores = (target.scores(self.x_all) if len(self.x_all)
+                             else torch.zeros((0, cast(int, target.num_classes))))  # check_compatible set num_classes
         if not bool(torch.isfinite(self.clean_scores).all()):
             raise TargetError(f"the model {target.name} returns NaN or inf on clean inputs")
         target.detect_output_kind(self.clean_scores[: min(len(self.clean_scores), 512)])
@@ -183,7 +185,7 @@ class _Run:
         labels, n = self.data.y, len(self.data.y)
         is_targeted = threat.targeted or self.targeted is not None
         spec = (self.targeted or "random") if is_targeted else None
-        goal, eligible = choose_goal(spec, labels, self.clean_scores, self.target.num_classes, self.seed,
+        goal, eligible = choose_goal(spec, labels, self.clean_scores, cast(int, self.target.num_classes), self.seed,
                                      self.data.ids)
         correct = (self.clean_pred == labels) & eligible
         if is_targeted:  # a sample already predicted as its target class has nothing to reach
@@ -209,6 +211,7 @@ class _Run:
                                 queries=np.zeros(n, dtype=np.int64), independent=entry.independent,
                                 attempted_mask=np.zeros(n, dtype=bool), broken_mask=np.zeros(n, dtype=bool),
                                 minimum_norm=attack.minimum_norm, done_mask=np.zeros(n, dtype=bool))
+        assert outcome.attempted_mask is not None and res.certified is not None  # both just made (_start, above)
         before = self.state.resume_outcome(saved, j, outcome) if self.state is not None else None
         if before is None:
             given = res.clean_correct if entry.independent else res.robust & ~res.certified
@@ -218,6 +221,7 @@ class _Run:
 
     def _run_entry(self, res: ThreatResult, goal: Goal, step: _Entry, unit: str, labels: list[str]) -> None:
         outcome = step.outcome
+        assert outcome.attempted_mask is not None and outcome.done_mask is not None  # set by _new_entry
         why = _undecided_skip(res, step.entry) if step.entry.undecided and not outcome.done_mask.any() else None
         if why:
             outcome.skipped, outcome.attempted = why, 0
@@ -243,6 +247,7 @@ class _Run:
     def _attack(self, res: ThreatResult, goal: Goal, step: _Entry, todo: np.ndarray, unit: str, labels: list[str],
                 t0: float) -> None:
         """Attack ``todo`` batch by batch; each batch is verified by the harness and recorded whole."""
+        assert step.outcome.done_mask is not None  # set by _new_entry
         done = int(step.outcome.done_mask.sum())
         batches = _Batches(todo, self.batch_size)
         try:
@@ -298,9 +303,12 @@ class _Run:
                 verdict, oracle) -> None:
         """Book one verified batch: first breaks, distances, queries, margins, the adversarial candidates."""
         outcome, threat = step.outcome, res.threat
+        # the per-sample arrays _start and _new_entry made
+        assert res.min_distance is not None and res.best_margin is not None and res.queries_at_break is not None
+        assert outcome.broken_mask is not None and outcome.queries is not None and outcome.done_mask is not None
         x0 = self.x_all[torch.as_tensor(idx, device=self.device)]
         hit = verdict.success.cpu().numpy()
-        dist = threat.distance(verdict.candidate, x0).cpu().numpy()
+        dist = threat.exact_distance(verdict.candidate, x0).cpu().numpy()  # float64: <= epsilon exactly
         found = np.where(hit, dist, np.nan)
         if step.attack.minimum_norm:
             goal = goal_all.subset(torch.as_tensor(idx, device=self.device))
@@ -350,6 +358,7 @@ def _undecided_skip(res: ThreatResult, entry: Entry) -> str | None:
     time, so that the same scan gives the same numbers on any machine)."""
     if not res.certificate or not res.certificate.get("method"):
         return "runs only where certificates ran, on the samples they leave undecided"
+    assert res.certified is not None  # made by _Run._start
     undecided = int((res.robust & ~res.certified).sum())
     certified = int(res.certified.sum())
     k = int(entry.params.get("restarts", 1))
@@ -363,6 +372,7 @@ def _closest(res: ThreatResult, given: np.ndarray, share: float) -> np.ndarray:
     """The ``share`` (rounded up) of the ``given`` samples whose verified candidates came closest to the goal
     (highest ``best_margin``; ties go to the earlier sample), in sample order. A count, not a timing, and margins the
     harness measured itself, so the same scan picks the same samples."""
+    assert res.best_margin is not None  # made by _Run._start
     rows = np.flatnonzero(given)
     k = math.ceil(share * len(rows) - 1e-9)
     order = np.argsort(-res.best_margin[rows], kind="stable")

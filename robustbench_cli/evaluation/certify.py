@@ -30,11 +30,15 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from robustbench_cli.core.threat_model import Norm
+from robustbench_cli.targets.pytorch import Normalize, TorchTarget
 
 AFFINE = (nn.Conv2d, nn.Linear)
 
@@ -59,12 +63,14 @@ def input_box(x: torch.Tensor, eps: float, mean=None, std=None, bounds=(0.0, 1.0
     return lo, hi
 
 
-def _affine_interval(layer: nn.Module, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _affine_interval(layer: nn.Conv2d | nn.Linear, lo: torch.Tensor, hi: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     c, r = (hi + lo) / 2, (hi - lo) / 2
     w = layer.weight.double()
     b = None if layer.bias is None else layer.bias.double()
     if isinstance(layer, nn.Conv2d):
-        kw = {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation, "groups": layer.groups}
+        kw: dict[str, Any] = {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation,
+                              "groups": layer.groups}
         c2, r2 = F.conv2d(c, w, b, **kw), F.conv2d(r, w.abs(), None, **kw)
     else:
         c2, r2 = F.linear(c, w, b), F.linear(r, w.abs())
@@ -113,7 +119,7 @@ def ibp_certify(layers: list[nn.Module], x: torch.Tensor, y: torch.Tensor, eps: 
             lo, hi = lo.flatten(1), hi.flatten(1)
         else:  # ReLU, MaxPool2d: monotone, elementwise on the bounds
             lo, hi = layer(lo), layer(hi)
-    cm, dm = _margin_matrix(layers[-1], y)
+    cm, dm = _margin_matrix(cast(nn.Linear, layers[-1]), y)  # _check_layers: the last layer is nn.Linear
     c, r = (hi + lo) / 2, (hi - lo) / 2
     low = torch.einsum("nkh,nh->nk", cm, c) - torch.einsum("nkh,nh->nk", cm.abs(), r) + dm
     return _margins_ok(low, y, reach, tol)
@@ -125,7 +131,7 @@ class _Chain:
 
     def __init__(self, layers: list[nn.Module], sample_shape: tuple[int, ...]):
         _check_layers(layers)
-        self.affine: list[nn.Module] = []
+        self.affine: list[nn.Conv2d | nn.Linear] = []
         self._dense: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.in_shape: list[tuple[int, ...]] = []
         self.out_shape: list[tuple[int, ...]] = []
@@ -145,6 +151,7 @@ class _Chain:
                 continue
             if self.affine and not pending_relu:
                 raise UnsupportedNet("two affine layers without a ReLU between them")
+            assert isinstance(layer, AFFINE)  # _check_layers let no other layer through
             self.in_shape.append(tuple(probe.shape[1:]))
             probe = _affine_interval(layer, probe, probe)[0]
             self.out_shape.append(tuple(probe.shape[1:]))
@@ -163,7 +170,7 @@ class _Chain:
         w, b = self._dense[i]
         return w[idx].reshape(len(idx), *self.in_shape[i]), b[idx]
 
-    def back(self, i: int, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def back(self, i: int, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
         """Rows ``lam`` over A_i's output -> (rows over A_i's input, lam · bias)."""
         layer = self.affine[i]
         w = layer.weight.double()
@@ -172,17 +179,18 @@ class _Chain:
             lam4 = lam.reshape(rows, *self.out_shape[i])
             bias = 0.0 if layer.bias is None else (lam4.sum(dim=(2, 3)) * layer.bias.double()).sum(1)
             want = self.in_shape[i][1:]
+            padding = cast("tuple[int, ...]", layer.padding)  # for_target refuses string padding
             got = [(o - 1) * s - 2 * p + d * (k - 1) + 1 for o, s, p, d, k in
-                   zip(self.out_shape[i][1:], layer.stride, layer.padding, layer.dilation, layer.kernel_size)]
+                   zip(self.out_shape[i][1:], layer.stride, padding, layer.dilation, layer.kernel_size)]
             pad = [a - b for a, b in zip(want, got)]
-            out = F.conv_transpose2d(lam4, w, None, layer.stride, layer.padding, pad, layer.groups, layer.dilation)
+            out = F.conv_transpose2d(lam4, w, None, layer.stride, padding, pad, layer.groups, layer.dilation)
             return out.reshape(rows, *self.in_shape[i]), bias
         lam2 = lam.reshape(rows, -1)
         bias = 0.0 if layer.bias is None else lam2 @ layer.bias.double()
         return (lam2 @ w).reshape(rows, *self.in_shape[i]), bias
 
 
-def _dense(layer: nn.Module, in_shape, out_shape) -> tuple[torch.Tensor, torch.Tensor]:
+def _dense(layer: nn.Conv2d | nn.Linear, in_shape, out_shape) -> tuple[torch.Tensor, torch.Tensor]:
     """An affine layer as (weight matrix over the flat input, bias per flat output), float64. A convolution's
     matrix is written entry by entry from its kernel: (output, input) pairs that a kernel tap connects."""
     w = layer.weight.double()
@@ -194,8 +202,9 @@ def _dense(layer: nn.Module, in_shape, out_shape) -> tuple[torch.Tensor, torch.T
     kh, kw = w.shape[2:]
     grid = torch.meshgrid(*(torch.arange(k) for k in (o, oh, ow, c, kh, kw)), indexing="ij")
     oc, oy, ox, ic, ky, kx = (g.flatten() for g in grid)
-    iy = oy * layer.stride[0] - layer.padding[0] + ky * layer.dilation[0]
-    ix = ox * layer.stride[1] - layer.padding[1] + kx * layer.dilation[1]
+    padding = cast("tuple[int, ...]", layer.padding)  # for_target refuses string padding
+    iy = oy * layer.stride[0] - padding[0] + ky * layer.dilation[0]
+    ix = ox * layer.stride[1] - padding[1] + kx * layer.dilation[1]
     ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < wd)
     rows = ((oc * oh + oy) * ow + ox)[ok]
     cols = ((ic * h + iy) * wd + ix)[ok]
@@ -246,7 +255,8 @@ def crown_certify(layers: list[nn.Module], x: torch.Tensor, y: torch.Tensor, eps
     worst = torch.full((len(x),), -float("inf"), dtype=torch.float64)
     for s in range(len(x)):
         # a Flatten may come before the first affine layer
-        box = tuple(b.reshape(1, *chain.in_shape[0]) for b in input_box(x[s : s + 1], eps, mean, std, bounds))
+        box = cast("tuple[torch.Tensor, torch.Tensor]",
+                   tuple(b.reshape(1, *chain.in_shape[0]) for b in input_box(x[s : s + 1], eps, mean, std, bounds)))
         relax: list = []
         lo, hi = _affine_interval(chain.affine[0], *box)  # exact for the first layer
         for i in range(1, len(chain.affine)):
@@ -266,7 +276,7 @@ def crown_certify(layers: list[nn.Module], x: torch.Tensor, y: torch.Tensor, eps
                 lo, hi = flat_lo.reshape(lo.shape), flat_hi.reshape(hi.shape)
         # the margins' rows W_y - W_j are already over the last layer's input
         last = len(chain.affine) - 1
-        cm, dm = _margin_matrix(chain.affine[last], y[s : s + 1])
+        cm, dm = _margin_matrix(cast(nn.Linear, chain.affine[last]), y[s : s + 1])  # _check_layers: nn.Linear
         low = _backward_lower(chain, last, cm[0].reshape(-1, *chain.in_shape[last]), dm[0], relax, box)
         t = tol[s : s + 1] if isinstance(tol, torch.Tensor) and tol.dim() else tol
         ok, w = _margins_ok(low.unsqueeze(0), y[s : s + 1], None if reach is None else reach[s : s + 1], t)
@@ -343,7 +353,6 @@ def for_target(target, sample_shape: tuple[int, ...], probe: torch.Tensor | None
     """A :class:`Certifier` for ``target``, or None and the reason there is none. Only a plain PyTorch target
     qualifies (no detector, no EOT/BPDA wrapper, no TorchScript), and only when the layer chain reproduces the
     target's own logits ``probe_scores`` on ``probe`` (float32 inputs): the certificate must be about the model the harness asks."""
-    from robustbench_cli.targets.pytorch import Normalize, TorchTarget
 
     if type(target) is not TorchTarget:
         return None, f"{type(target).__name__} targets are not certified (a plain PyTorch module is needed)"
@@ -372,6 +381,7 @@ def for_target(target, sample_shape: tuple[int, ...], probe: torch.Tensor | None
     try:
         cert = Certifier(layers, tuple(sample_shape), mean, std, target.bounds)
         if probe is not None and len(probe):
+            assert probe_scores is not None  # given with the probe
             with torch.no_grad():
                 h = probe.detach().cpu().double()
                 if mean is not None:
@@ -406,7 +416,6 @@ def certify_remaining(res, built: tuple[Certifier | None, str], x_all: torch.Ten
     certified: a model the bounds cannot prove gets a few samples' worth of bounds, then the attacks. A sample
     certified here is robust; the rest are attacked as usual. Sets ``res.certificate``; returns why the whole scan
     must stop (the deadline, Ctrl-C), or None."""
-    from robustbench_cli.core.threat_model import Norm
 
     threat = res.threat
     certifier, reason = built

@@ -17,7 +17,8 @@ from robustbench_cli.targets import TargetSpec
 def parse_threats(threats: list[str] | tuple[str, ...]) -> list[ThreatModel]:
     """Threat models as written (``linf:8/255``, ``l2:0.5``, ``0.3``); one written twice is an error."""
     if not threats:
-        raise UserError("give at least one threat model (--eps 0.3 or --threat linf:8/255)")
+        raise UserError("give the threat model: --eps 0.3 (Linf on [0,1] pixels) or --threat l2:1.5; there is no "
+                        "default, because the right epsilon depends on the data (commonly MNIST 0.3, CIFAR-10 8/255)")
     parsed = [ThreatModel.parse(t) for t in threats]
     seen: dict[tuple, ThreatModel] = {}
     for t in parsed:  # by value: linf:0.1 and linf:1/10 are one threat model written twice
@@ -32,7 +33,7 @@ def parse_threats(threats: list[str] | tuple[str, ...]) -> list[ThreatModel]:
 class RunSpec:
     """What a scan runs: the threats, the battery (a preset or named attacks) and the numbers of the run."""
 
-    threats: tuple[str, ...] = ("linf:0.3",)
+    threats: tuple[str, ...] = ()  # required: no hidden epsilon
     preset: str | None = None  # None: "default", unless attacks are named
     attacks: tuple[str, ...] | None = None  # an ad-hoc battery instead of a preset
     targeted: str | None = None  # random | least-likely | a class index

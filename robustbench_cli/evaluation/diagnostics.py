@@ -1,5 +1,5 @@
 """Checks that an evaluation was run properly. A robust accuracy is only an upper bound worth reading if every
-attack did its job; these checks say when one visibly did not. Each finding has an id (the README's Diagnostics
+attack did its job; these checks say when one visibly did not. Each finding has an id (docs/diagnostics.md's
 table explains it and says what to do); a failed one marks the evaluation as suspect. The list follows the
 warning signs of Athalye, Carlini & Wagner 2018 ("Obfuscated Gradients Give a False Sense of Security") and
 Carlini et al. 2019 ("On Evaluating Adversarial Robustness"), as AutoAttack's checks do.
@@ -32,8 +32,11 @@ import math
 import torch
 import torch.nn.functional as F
 
+from robustbench_cli.attacks import Goal, create
+from robustbench_cli.attacks.rng import SampleRng
 from robustbench_cli.core.results import Evaluation, ThreatResult
 from robustbench_cli.core.threat_model import Norm, ThreatModel
+from robustbench_cli.targets.base import Capability, Oracle
 
 PROBE_ROWS = 64  # clean inputs used by the probes: enough to see a pattern, cheap next to any attack
 REPEAT_TOL = 1e-4  # scores of identical calls may differ by this much, relative to the largest score (at least 1)
@@ -62,7 +65,6 @@ def randomised(probes: dict) -> bool:
 def probe(target, x: torch.Tensor, clean_scores: torch.Tensor, labels) -> dict:
     """Ask the target a few questions on clean inputs: the same answers twice? usable gradients? can an attack
     with no epsilon limit break them?"""
-    from robustbench_cli.targets.base import Capability
 
     k = min(len(x), PROBE_ROWS)
     if not k:
@@ -73,7 +75,7 @@ def probe(target, x: torch.Tensor, clean_scores: torch.Tensor, labels) -> dict:
     again = target.scores(x[:k])
     diff = float((again.float() - first.float()).abs().max())
     finite = first[torch.isfinite(first)]
-    out = {"rows": k, "model_rows": 2 * k, "repeat_max_abs_diff": diff,
+    out = {"rows": k, "model_rows": 2 * k + target.take_setup_rows(), "repeat_max_abs_diff": diff,
            "scores_max_abs": float(finite.abs().max()) if finite.numel() else 0.0, "output_kind": target.output_kind}
     if Capability.GRADIENTS in target.capabilities:
         xs = x[:k].detach().clone().requires_grad_(True)
@@ -94,9 +96,6 @@ def probe(target, x: torch.Tensor, clean_scores: torch.Tensor, labels) -> dict:
 
 def _unbounded(target, x: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor) -> dict:
     """Attack the clean-correct probe rows with epsilon = the whole box; verify as the harness does."""
-    from robustbench_cli.attacks import Goal, create
-    from robustbench_cli.attacks.rng import SampleRng
-    from robustbench_cli.targets.base import Capability, Oracle
 
     caps = target.capabilities
     name = "pgd" if Capability.GRADIENTS in caps else "square" if Capability.SCORES in caps else "noise"
@@ -207,6 +206,38 @@ def check_target(e: Evaluation) -> list[dict]:
     return out
 
 
+CHANCE_LEVEL = 0.01  # clean accuracy is "at chance" when a binomial test cannot tell it from 1/classes at this level
+
+
+def check_inputs(e: Evaluation) -> list[dict]:
+    """Findings that say the scan may not be measuring the model the user meant: weights left at their random
+    initialisation, a clean accuracy no better than chance, a selection that covers few of the classes."""
+    out: list[dict] = []
+    if e.target.get("random_weights"):
+        out.append({"check": "random-weights", "passed": False, "message": (
+            "the model was built twice and its weights differed: it runs on its random initialisation (no --weights, "
+            "no --pretrained); its numbers describe no trained model. Give --weights FILE or --pretrained")})
+    if not e.results:
+        return out
+    r = e.results[0]
+    k = e.target.get("num_classes")
+    n, c = int(r.eligible.sum()), int((r.clean_correct & r.eligible).sum())
+    if k and n >= 10:
+        at_chance = _binomial_tail(c, n, 1.0 / k) >= CHANCE_LEVEL
+        out.append({"check": "clean-accuracy", "passed": not at_chance, "message": (
+            f"clean accuracy {100 * c / n:.1f}% on {n} samples, above chance ({100 / k:.1f}%)" if not at_chance else
+            f"clean accuracy {100 * c / n:.1f}% on {n} samples is no better than chance ({100 / k:.1f}% for {k} "
+            "classes): the robust accuracy below it means little. Likely causes: wrong normalisation (--mean/--std), "
+            "wrong layout (--data-layout, --layout), wrong or missing weights, labels in another order")})
+    present = len(set(r.labels[r.eligible].tolist()))
+    expected = min(int(k or present), n)
+    if n >= 10 and expected >= 4 and present <= expected // 2:
+        out.append({"check": "class-coverage", "passed": False, "message": (
+            f"the {n} selected samples cover {present} of {k} classes: the data is probably stored class by class "
+            "and the selection took its first rows; pass --shuffle (seeded) for a sample of every class")})
+    return out
+
+
 def check_cascade(r: ThreatResult, target: dict) -> list[dict]:
     """``blackbox-vs-whitebox``: query attacks after the gradient attacks of a white-box cascade should find little."""
     if "gradients" not in (target.get("capabilities") or []):
@@ -233,6 +264,6 @@ def check_cascade(r: ThreatResult, target: dict) -> list[dict]:
 
 def run(e: Evaluation) -> None:
     """Every check of an evaluation, as findings on each of its results (the target's own findings on each)."""
-    about_target = check_target(e)
+    about_target = [*check_inputs(e), *check_target(e)]
     for r in e.results:
         r.findings = [*check(r), *check_cascade(r, e.target), *about_target]

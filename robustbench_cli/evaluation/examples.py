@@ -91,7 +91,7 @@ def check_examples(target, data, res, indices: np.ndarray) -> tuple[list[Example
     pred = oracle.predict(xq, exact=True).cpu().numpy().astype(np.int64)  # the model itself
     queries = int(oracle.used.sum())
     targeted = bool(res.threat.targeted or (res.goal != res.labels).any())
-    dist = res.threat.distance(torch.as_tensor(from_u8(q)), torch.as_tensor(x0)).numpy()
+    dist = res.threat.exact_distance(torch.as_tensor(from_u8(q)), torch.as_tensor(x0)).numpy()
     out = []
     for j, i in enumerate(indices):
         goal = int(res.goal[i])

@@ -35,7 +35,7 @@ def verify(oracle: Oracle, target: Target, threat: ThreatModel, cand: torch.Tens
     """Project candidates into the threat model, re-query the target, and judge them. Never trust the attack."""
     cand = cand.detach()
     cand = torch.where(torch.isfinite(cand), cand, x0)
-    cand = threat.project(cand.to(x0.dtype), x0, target.bounds)
+    cand = threat.tighten(threat.project(cand.to(x0.dtype), x0, target.bounds), x0)
     inside = threat.contains(cand, x0, target.bounds)
     rows = torch.arange(len(x0))
     scores = oracle.scores(cand, rows, exact=True).to(x0.device)  # the model itself, never a faster stand-in
@@ -54,7 +54,7 @@ def verify_beyond(oracle: Oracle, target: Target, threat: ThreatModel, raw: torc
     out = np.full(len(x0), np.nan)
     raw = raw.detach()
     raw = torch.where(torch.isfinite(raw), raw, x0).to(x0.dtype).clamp(*target.bounds)
-    dist = threat.distance(raw, x0)
+    dist = threat.exact_distance(raw, x0)
     todo = (~torch.as_tensor(hit, device=x0.device)) & (dist > threat.epsilon)
     todo &= (oracle.remaining() >= 1).to(x0.device)  # a row out of budget gets no answer, and so no verdict
     rows = todo.nonzero().squeeze(1)

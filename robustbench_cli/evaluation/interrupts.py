@@ -21,6 +21,13 @@ def _on_ctrl_c(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def terminate_as_interrupt() -> None:
+    """SIGTERM (what ``timeout``, ``docker stop`` and CI cancellation send) stops a scan as Ctrl-C does: between
+    batches, with a partial report and its state kept. Only the main thread can install it."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_ctrl_c)
+
+
 def hold(on: bool) -> None:
     """Hold Ctrl-C (``on``) or let it through again; letting go raises one that was held."""
     if on and threading.current_thread() is threading.main_thread() \

@@ -17,8 +17,8 @@ from robustbench_cli.attacks import REGISTRY, Attack, create
 from robustbench_cli.attacks.transfer import surrogate_name
 from robustbench_cli.core.errors import UserError
 from robustbench_cli.core.threat_model import ThreatModel
+from robustbench_cli.evaluation.checks import MAX_EOT
 from robustbench_cli.targets.base import Capability, Target
-
 
 # When an entry runs: always, only on targets without gradients (a query attack adds nothing where exact gradients
 # are available), or only on label-only targets (a decision-based attack adds nothing where scores are available).
@@ -171,8 +171,8 @@ def with_eot(battery: Battery, eot: int) -> Battery:
 
     The name and version stay; each changed attack's config records its ``eot``, so reports with and without EOT
     are not comparable. An error when no entry takes it: the option would silently do nothing."""
-    if eot < 1:
-        raise UserError(f"--eot must be >= 1, got {eot}")
+    if not 1 <= eot <= MAX_EOT:
+        raise UserError(f"--eot must be in 1..{MAX_EOT:,} (draws per gradient), got {eot}")
     if eot == 1:
         return battery
     if not any(takes_eot(e.attack) for e in battery.entries):

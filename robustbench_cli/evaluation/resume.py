@@ -16,19 +16,21 @@ with the keys that differ. A finished scan deletes its state file: the report ho
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from robustbench_cli.core.errors import UserError
 from robustbench_cli.core.results import AttackOutcome, ThreatResult
 
-VERSION = 1
+VERSION = 2  # 2: the header carries a checksum of the arrays
 # the per-sample arrays of a ThreatResult a state keeps (broken_by is kept as indices into the attack labels)
 RESULT_ARRAYS = ("robust", "adv_pred", "distance", "queries", "queries_at_break", "min_distance", "adversarial",
                  "certified", "best_margin")
@@ -43,6 +45,17 @@ def fingerprint(**parts) -> dict:
     return json.loads(json.dumps(parts, sort_keys=True, default=str))
 
 
+def _checksum(fp: dict, arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over the scan's fingerprint and every array (name, dtype, shape, bytes): a state file edited by hand
+    or damaged on disk is refused rather than trusted."""
+    h = hashlib.sha256(json.dumps(fp, sort_keys=True).encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 class ScanState:
     def __init__(self, path: Path, fp: dict, *, resume: bool, overhead: float = 0.05):
         self.path = Path(path)
@@ -54,6 +67,9 @@ class ScanState:
         self._dirty = False
         if resume:
             self._load()
+        else:  # written at once: an interrupt before the first batch still leaves a state to resume from
+            self._dirty = True
+            self.flush()
 
     # --- reading ---------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -73,6 +89,9 @@ class ScanState:
         if differ:
             raise UserError(f"--resume: {self.path} was written by a different scan (differs in: {', '.join(differ)}); "
                             "run the same command, or delete the state file to start over")
+        if header.get("checksum") != _checksum(self.fp, arrays):
+            raise UserError(f"--resume: the state file {self.path} fails its checksum (edited or damaged); delete it "
+                            "to start over")
         for i, key in enumerate(header["units"]):
             prefix = f"{i}/"
             self.units[key] = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
@@ -92,11 +111,9 @@ class ScanState:
             return
         t0 = time.monotonic()
         keys = list(self.units)
-        header = {"version": VERSION, "fingerprint": self.fp, "units": keys}
-        payload = {"header": np.array(json.dumps(header))}
-        for i, key in enumerate(keys):
-            for name, a in self.units[key].items():
-                payload[f"{i}/{name}"] = np.asarray(a)
+        arrays = {f"{i}/{name}": np.asarray(a) for i, key in enumerate(keys) for name, a in self.units[key].items()}
+        header = {"version": VERSION, "fingerprint": self.fp, "units": keys, "checksum": _checksum(self.fp, arrays)}
+        payload: dict[str, Any] = {"header": np.array(json.dumps(header)), **arrays}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:
@@ -114,6 +131,11 @@ class ScanState:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+    def discard_if_empty(self) -> None:
+        """Remove the file of a scan that failed before recording anything (a failed run leaves nothing behind)."""
+        if not self.units:
+            self.remove()
 
     # --- one (target, threat) at a time --------------------------------------------------------------
     def restore(self, unit: str, res: ThreatResult, labels: list[str]) -> dict | None:
@@ -144,7 +166,9 @@ class ScanState:
         arrays["entries_done"] = np.array(j if outcome is None else int(old.get("entries_done", 0)))
         if res.certificate is not None:
             arrays["certificate"] = np.array(json.dumps(res.certificate))
-        if outcome is not None:
+        if outcome is not None:  # an outcome of the cascade (_Run._new_entry made its arrays)
+            assert outcome.attempted_mask is not None and outcome.done_mask is not None
+            assert outcome.broken_mask is not None and outcome.queries is not None
             arrays[f"e{j}/attempted"] = outcome.attempted_mask.copy()
             arrays[f"e{j}/done"] = outcome.done_mask.copy()
             arrays[f"e{j}/broken"] = outcome.broken_mask.copy()

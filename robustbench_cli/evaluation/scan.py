@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from robustbench_cli.attacks.transfer import load_surrogate
 from robustbench_cli.core.data import DataSpec, EvalSet
 from robustbench_cli.core.errors import UserError
 from robustbench_cli.core.results import Evaluation
@@ -48,7 +49,6 @@ class ScanRun:
 def transfer_battery(battery: Battery, run: RunSpec, targets: list[Target], data: EvalSet) -> Battery:
     """Load the surrogates and generators and put their entries up front; each must fit the data and the targets'
     classes before the first attack starts."""
-    from robustbench_cli.attacks.transfer import load_surrogate
 
     surrogates = [load_surrogate(s) for s in run.surrogates]
     for s in surrogates:
@@ -102,6 +102,10 @@ def scan(targets: list[Target], data: EvalSet, run: RunSpec, *, detector: Detect
         except KeyboardInterrupt:  # outside an attack (the clean pass, the probes): keep what is done
             out.stopped = "interrupted"
             break
+        except Exception:  # the scan cannot go on: a state with nothing in it is no progress to keep
+            if state is not None and not resume:
+                state.discard_if_empty()
+            raise
         guarded.annotate(t, ev)
         out.evaluations.append(ev)
         if keep:

@@ -25,7 +25,7 @@ _CONFIG_KEYS = {"fail-under": "fail_under", "fail_under": "fail_under", "max-dro
 def load_config(path: str | Path | None) -> GateConfig:
     """``[tool.robust.gate]`` of a pyproject.toml: the given file, or ./pyproject.toml when it exists."""
     explicit = path is not None
-    p = Path(path) if explicit else Path("pyproject.toml")
+    p = Path(path) if path is not None else Path("pyproject.toml")
     if not p.is_file():
         if explicit:
             raise UserError(f"config {str(p)!r} not found")

@@ -13,7 +13,9 @@ file whose summary contradicts its own per-sample columns: the gate never trusts
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
+from typing import cast
 
 from robustbench_cli.core.errors import ExitCode, UserError
 from robustbench_cli.gate.rules import Rule, option, rule_key
@@ -151,15 +153,21 @@ def _base_check(rule: Rule, target: str, r: Result) -> Check:
                  n=r.n)
 
 
+def _judgeable(v) -> bool:
+    """A metric the gate can compare: a finite number (a NaN or a missing value leaves the check undecided)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _fail_under(rule: Rule, target: str, r: Result) -> Check:
     c = _base_check(rule, target, r)
     v, n = getattr(r, rule.metric), r.n
     what = f"{METRIC_TEXT[rule.metric]} of {target} at {r.threat}"
-    if v is None or not n:
+    if not _judgeable(v) or not n:
         c.message = f"{what}: no value to judge (n={n})"
         return c
-    shown = pct(v, rule.places)
+    shown = cast(Decimal, pct(v, rule.places))  # v is a number here
     ci = wilson(_count(r, rule.metric), n)
+    assert ci is not None  # n > 0
     c.shown, c.ci, c.ci_shown = f"{shown}%", list(ci), _ci_text(ci)
     passed = shown >= rule.value
     c.status = "pass" if passed else "fail"
@@ -178,13 +186,14 @@ def _max_drop(rule: Rule, target: str, r: Result, blabel: str, b: Result | None,
     what = f"{METRIC_TEXT[rule.metric]} of {target} at {r.threat}"
     v, n = getattr(r, rule.metric), r.n
     bv = None if b is None else getattr(b, rule.metric)
-    if v is None or bv is None or not n:
+    if not _judgeable(v) or not _judgeable(bv) or not n:
         c.message = f"{what}: no value to judge against the baseline {blabel}"
         return c
     places = rule.places
-    cur, base = pct(v, places), pct(bv, places)
+    cur, base = cast(Decimal, pct(v, places)), cast(Decimal, pct(bv, places))  # v and bv are numbers here
     drop = base - cur  # in pp, from the displayed numbers
     ci = wilson(_count(r, rule.metric), n)
+    assert ci is not None  # n > 0
     c.shown, c.ci, c.ci_shown = f"{cur}%", list(ci), _ci_text(ci)
     c.baseline_value, c.baseline_shown = bv, f"{base}%"
     if rule.unit == "pp":
@@ -198,7 +207,7 @@ def _max_drop(rule: Rule, target: str, r: Result, blabel: str, b: Result | None,
     if rule.unit == "%" and drop > 0:
         change_text += f" ({amount}% of the baseline)"
     c.message = f"{what} {change_text}: {base}% ({blabel}) to {cur}% (n={n}, 95% CI {_ci_text(ci)})"
-    noise = ci[0] <= float(bv) <= ci[1]
+    noise = ci[0] <= float(cast(float, bv)) <= ci[1]  # bv is a finite number here (_judgeable)
     if paired:
         return _paired(c, rule, r, b, exceeded, alpha)
     c.status = "fail" if exceeded else "pass"

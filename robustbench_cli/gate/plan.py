@@ -12,7 +12,8 @@ from robustbench_cli.core.io import atomic_write, writable_parent
 from robustbench_cli.gate.config import load_config
 from robustbench_cli.gate.judge import judge
 from robustbench_cli.gate.rules import collect_rules
-from robustbench_cli.reports import junit, verdict as V
+from robustbench_cli.reports import junit
+from robustbench_cli.reports import verdict as V
 from robustbench_cli.reports.model import Report, Verdict, load_report
 
 

@@ -179,6 +179,7 @@ def check_rules_against_threats(rules: list[Rule], threats: list[ThreatModel]) -
 
 def rule_key(rule: Rule) -> tuple:
     t = rule.threat
+    assert t is not None  # only rules that name a threat have a key
     return t.norm.value, t.epsilon, t.targeted
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import datetime as _dt
 import platform
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from robustbench_cli import __version__
 from robustbench_cli.core.provenance import library_versions
 from robustbench_cli.core.results import Evaluation, ThreatResult
+from robustbench_cli.core.version import __version__
 from robustbench_cli.reports.model import FORMAT, Report
 
 
@@ -65,7 +67,7 @@ def _threat_entry(r: ThreatResult) -> dict:
     grid = query_grid(int(max(r.queries.max(initial=0), 1)))
     attacks = []
     for a in r.attacks:
-        entry = {
+        entry: dict[str, Any] = {
             "label": a.label, "attack": a.name, "family": a.family, "skipped": a.skipped,
             "independent": a.independent, "attempted": a.attempted, "broken": a.broken,
             "success_rate": (a.broken / a.attempted) if a.attempted else None,
@@ -147,14 +149,14 @@ def incomplete_summary(results: list[dict], reason: str, not_started: list[str])
 
 
 def build_report(evaluations: list[Evaluation], *, data: dict, battery: dict, seed: int, device: str,
-                 options: dict | None = None, stopped: str | None = None, not_started: list[str] = ()) -> Report:
+                 options: dict | None = None, stopped: str | None = None, not_started: Sequence[str] = ()) -> Report:
     """The report of a scan's evaluations (one per target), on ``data`` (its describe()) with ``battery``'s config.
     ``stopped``: why the scan ended early (the report is marked incomplete and says what was left undone)."""
     results = [_threat_entry(r) for e in evaluations for r in e.results]
     return Report.from_dict({
         "format": FORMAT,
         "tool": {"name": "robust", "version": __version__},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "provenance": {
             "libraries": library_versions(),
             "platform": platform.platform(),

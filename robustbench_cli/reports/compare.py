@@ -14,13 +14,16 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
 from robustbench_cli.core.errors import UserError
 from robustbench_cli.core.naming import short_name
 from robustbench_cli.core.records import to_data
+from robustbench_cli.reports import safe
 from robustbench_cli.reports.model import Report, Result, Samples
 from robustbench_cli.reports.stats import mcnemar_exact, pct, pct_text, signed
 
@@ -60,7 +63,7 @@ def _source_labels(sources: list[tuple[str, Report]]) -> list[str]:
     shorts = [short_name(n) for _, n in pairs]
     files = [Path(src).name for src, _ in pairs]
     labels = []
-    for (src, name), s, f in zip(pairs, shorts, files):
+    for (src, _name), s, f in zip(pairs, shorts, files):
         if shorts.count(s) == 1:
             labels.append(s)
         elif sum(1 for (x, _), g in zip(pairs, files) if g == f and x != src) == 0:
@@ -241,15 +244,16 @@ def _row(metric: str, key: str, unit: str, values: list) -> Row:
     if unit == "pct":
         disp = [pct_text(v) for v in values]
         base = pct(values[0])
-        diff = [None] + [None if base is None or pct(v) is None else signed(pct(v) - base, "pp") for v in values[1:]]
+        diff: list[str | None] = [None, *(
+            None if base is None or pct(v) is None else signed(cast(Decimal, pct(v)) - base, "pp") for v in values[1:])]
     elif unit == "queries":
         disp = [_num(None if v is None else round(v), ",.0f") for v in values]
         base = None if values[0] is None else round(values[0])
-        diff = [None] + [None if base is None or v is None else _signed_int(round(v) - base) for v in values[1:]]
+        diff = [None, *(None if base is None or v is None else _signed_int(round(v) - base) for v in values[1:])]
     else:  # seconds
         disp = ["–" if v is None else f"{v:.1f}s" for v in values]
         base = None if values[0] is None else round(values[0], 1)
-        diff = [None] + [None if base is None or v is None else _signed_secs(round(v, 1) - base) for v in values[1:]]
+        diff = [None, *(None if base is None or v is None else _signed_secs(round(v, 1) - base) for v in values[1:])]
     return Row(metric=metric, key=key, unit=unit, values=values, display=disp, diff=diff)
 
 
@@ -362,22 +366,23 @@ def render_console(cmp: Comparison, console) -> None:
 def to_markdown(cmp: Comparison, level: int = 1) -> str:
     """The comparison in Markdown; ``level`` 1 is a document with a title, deeper levels a section of one."""
     labels = cmp.labels
-    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    esc = safe.markdown
     lines = (["# robust comparison", ""] if level == 1 else []) + [
-             f"Data `{cmp.data['name']}` (sha256 `{str(cmp.data['sha256'])[:12]}`), battery `{cmp.battery}`; "
+             f"Data {safe.code(cmp.data['name'])} (sha256 {safe.code(str(cmp.data['sha256'])[:12])}), battery "
+             f"{safe.code(cmp.battery)}; "
              f"reference column: {esc(labels[0])}.", ""]
     for w in cmp.warnings:
         lines += [f"> **Warning:** {esc(w)}", ""]
     for th in cmp.threats:
-        lines += [f"{'#' * max(level, 2)} {th.threat} (n={th.n})", "",
+        lines += [f"{'#' * max(level, 2)} {esc(th.threat)} (n={th.n})", "",
                   "| metric | " + " | ".join(esc(x) for x in labels) + " |",
                   "|---|" + "---:|" * len(labels)]
         for row in th.rows:
-            lines.append(f"| {esc(row.metric)} | " + " | ".join(row.cell(j) for j in range(len(labels))) + " |")
+            lines.append(f"| {esc(row.metric)} | " + " | ".join(esc(row.cell(j)) for j in range(len(labels))) + " |")
         lines += ["", "| paired, against " + esc(labels[0]) + " | " + " | ".join(PAIRED_HEADER) + " |",
                   "|---|---:|---:|---:|---:|---:|---:|"]
         for p in th.paired:
-            lines.append(f"| {esc(p.b)} | " + " | ".join(paired_cells(p)) + " |")
+            lines.append(f"| {esc(p.b)} | " + " | ".join(esc(c) for c in paired_cells(p)) + " |")
         lines.append("")
     lines += [f"_{LEGEND}_", ""]
     return "\n".join(lines)

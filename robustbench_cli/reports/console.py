@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+from typing import cast
+
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from robustbench_cli.core.naming import short_name
 from robustbench_cli.reports.frames import summary_frame, transfer_frame
 from robustbench_cli.reports.model import Report
+from robustbench_cli.reports.safe import terminal as t
+
+
+def _name(text: object) -> str:
+    """A target's short name, as the terminal may show it."""
+    return t(short_name(str(text)))
 
 
 def _pct(v) -> str:
@@ -17,19 +25,19 @@ def _pct(v) -> str:
 def render_summary(report: Report, console: Console) -> None:
     df = summary_frame(report)
     attack_cols = [c for c in df.columns if c.startswith("after:")]
-    table = Table(title=f"robust · battery {report.battery_id} · data {report.data['name']} (n={report.data['n']}) · "
-                        f"seed {report.seed}")
+    table = Table(title=f"robust · battery {t(report.battery_id)} · data {t(report.data['name'])} "
+                        f"(n={t(report.data['n'])}) · seed {t(report.seed)}")
     certified = "certified_accuracy" in df.columns
     for col, just in [("target", "left"), ("threat", "left"), ("n", "right"), ("clean", "right"), ("robust", "right"),
                       *([("certified", "right")] if certified else [])]:
-        table.add_column(col, justify=just, style="bold" if col == "robust" else None)
+        table.add_column(col, justify=cast(JustifyMethod, just), style="bold" if col == "robust" else None)
     for c in attack_cols:
-        table.add_column(c.removeprefix("after:"), justify="right", style="dim")
+        table.add_column(t(c.removeprefix("after:")), justify="right", style="dim")
     table.add_column("queries/sample", justify="right")
     table.add_column("median q to break", justify="right")
     table.add_column("time", justify="right")
     for row in df.to_dict("records"):
-        cells = [short_name(str(row["target"])), str(row["threat"]), str(row["n"]), _pct(row["clean_accuracy"]), _pct(row["robust_accuracy"])]
+        cells = [_name(row["target"]), t(row["threat"]), str(row["n"]), _pct(row["clean_accuracy"]), _pct(row["robust_accuracy"])]
         cells += [_pct(row["certified_accuracy"])] if certified else []
         cells += ["skipped" if row[c] is None or row[c] != row[c] else _pct(row[c]) for c in attack_cols]
         q, qb = row["queries_mean"], row["queries_median_success"]
@@ -48,7 +56,7 @@ def render_summary(report: Report, console: Console) -> None:
         c = r.certificate or {}
         if c.get("stopped") or (asked and c.get("skipped")):
             why = c.get("stopped") or c.get("skipped")
-            console.print(f"[dim]certificate on {short_name(r.target)} {r.threat}: {why}[/dim]", highlight=False)
+            console.print(f"[dim]certificate on {_name(r.target)} {t(r.threat)}: {t(why)}[/dim]", highlight=False)
     render_transfer(report, console)
     skipped: dict[tuple[str, str], list[str]] = {}  # (target, reason) -> attack labels, one line each
     for r in report.results:
@@ -58,17 +66,19 @@ def render_summary(report: Report, console: Console) -> None:
                 if a.label not in labels:
                     labels.append(a.label)
     for (target, reason), labels in skipped.items():
-        console.print(f"[yellow]skipped {', '.join(labels)}[/yellow] on {short_name(target)}: {reason}")
+        console.print(f"[yellow]skipped {t(', '.join(labels))}[/yellow] on {_name(target)}: {t(reason)}",
+                      highlight=False)
     for r in report.results:  # classifiers guarded by a detector (robust scan --detector)
         d = r.detector
         if d:
-            console.print(f"detector {short_name(d['detector'])} on {short_name(r.target)} {r.threat}: rejects "
+            console.print(f"detector {_name(d['detector'])} on {_name(r.target)} {t(r.threat)}: rejects "
                           f"{_pct(d['clean_rejection_rate'])} of clean inputs; flagged {d['detected']} of the "
                           f"{d['fooled_classifier']} candidates that fooled the classifier ({_pct(d['detection_rate'])}); "
                           f"robust accuracy {_pct(r.robust_accuracy)}", highlight=False)
     for r in report.results:
         for f in r.failed_checks():
-            console.print(f"[bold red]check failed[/bold red] {short_name(r.target)} {r.threat}: {f.message}")
+            console.print(f"[bold red]check failed[/bold red] {_name(r.target)} {t(r.threat)}: {t(f.message)}",
+                          highlight=False)
 
 
 def render_transfer(report: Report, console: Console) -> None:
@@ -80,11 +90,11 @@ def render_transfer(report: Report, console: Console) -> None:
     table = Table(title="transfer: success rate of examples crafted on each surrogate, verified on each target")
     for col in ("threat", "attack", "surrogate"):
         table.add_column(col)
-    for t in targets:
-        table.add_column(short_name(str(t)), justify="right")
+    for target in targets:
+        table.add_column(_name(target), justify="right")
     for row in df.to_dict("records"):
-        table.add_row(str(row["threat"]), str(row["attack"]), str(row["surrogate"]),
-                      *["skipped" if row[t] is None or row[t] != row[t] else _pct(row[t]) for t in targets])
+        table.add_row(t(row["threat"]), t(row["attack"]), t(row["surrogate"]),
+                      *["skipped" if row[c] is None or row[c] != row[c] else _pct(row[c]) for c in targets])
     console.print(table)
     console.print("[dim]transfer: share of each target's clean-correct samples fooled; each row attacked every one of "
                   "them (one query a sample), before the cascade[/dim]")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from robustbench_cli.core.records import to_data
 from robustbench_cli.reports.model import Report
 
 
@@ -75,7 +76,6 @@ def transfer_frame(report: Report) -> pd.DataFrame:
 
 def samples_frame(report: Report) -> pd.DataFrame:
     """One row per (target, threat, sample)."""
-    from robustbench_cli.core.records import to_data
 
     parts = []
     for r in report.results:

@@ -14,11 +14,13 @@ says that its examples are missing.
 from __future__ import annotations
 
 import base64
-import html
 import io
+from typing import Any
 
 from robustbench_cli.reports import compare as C
+from robustbench_cli.reports import safe
 from robustbench_cli.reports import verdict as V
+from robustbench_cli.reports.images import perturbation_u8, png_bytes
 from robustbench_cli.reports.model import Report, Verdict
 from robustbench_cli.reports.stats import pct_text, wilson
 
@@ -38,7 +40,7 @@ details{margin:.25rem 0 1rem}code{background:#f4f4f4;padding:0 .2rem}
 
 
 def _e(x) -> str:
-    return html.escape(str(x), quote=True)
+    return safe.html(x)
 
 
 def _b64(png: bytes) -> str:
@@ -121,7 +123,7 @@ def query_curves(report: Report, names: dict[str, str]) -> list[dict]:
         query_attacks = [a for a in r.attacks if a.family == "query" and a.ran and a.success_curve]
         if not query_attacks:
             continue
-        series = [{"label": "whole battery", "curve": r.success_curve}]
+        series: list[dict[str, Any]] = [{"label": "whole battery", "curve": r.success_curve}]
         series += [{"label": a.label, "curve": a.success_curve} for a in query_attacks]
         out.append({"target": r.target, "label": names.get(r.target, r.target), "threat": r.threat,
                     "grid": r.query_grid, "series": series})
@@ -239,7 +241,6 @@ def _curves(report: Report, names: dict[str, str]) -> str:
 
 
 def _examples(report: Report, examples, names: dict[str, str]) -> str:
-    from robustbench_cli.reports.images import perturbation_u8, png_bytes
 
     if examples is None:
         return ('<p class="dim">No examples: they are embedded only when <code>robust scan</code> writes the HTML report '

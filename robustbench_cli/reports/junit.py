@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
+from robustbench_cli.reports import safe
 from robustbench_cli.reports.model import Check, Verdict
 
 SUITE = "robust gate"
@@ -51,6 +52,7 @@ def to_junit(verdict: Verdict | None, *, timestamp: str | None = None, propertie
             ET.SubElement(case, "error", {"type": "could-not-judge", "message": c.message}).text = _details(c)
         else:
             ET.SubElement(case, "system-out").text = _details(c)
+    _xml_safe(root)
     ET.indent(root, space="  ")
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
@@ -63,3 +65,13 @@ def _name(c: Check) -> str:
 
 def _details(c: Check) -> str:
     return f"{c.message}\nrule {c.written!r} ({c.kind}) from {c.source}"
+
+
+def _xml_safe(root: ET.Element) -> None:
+    """Every text and attribute of the tree as XML 1.0 can hold it (names and messages come from outside robust)."""
+    for el in root.iter():
+        el.attrib = {safe.xml(k): safe.xml(v) for k, v in el.attrib.items()}
+        if el.text is not None:
+            el.text = safe.xml(el.text)
+        if el.tail is not None:
+            el.tail = safe.xml(el.tail)

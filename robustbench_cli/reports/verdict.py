@@ -1,8 +1,9 @@
 """Views of a gate verdict (``robustbench_cli.gate`` decides it): the table every view shows, the terminal, a
 Markdown summary for $GITHUB_STEP_SUMMARY, GitHub Actions annotations and JUnit XML (``reports/junit.py``)."""
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: this module defines a function of that name (its annotations are all
+# valid at run time on Python 3.10+)
+from robustbench_cli.reports import safe
 from robustbench_cli.reports.model import Check, Verdict
 
 LEGEND = (
@@ -69,7 +70,7 @@ def render_console(verdict: Verdict, console) -> None:
 def to_markdown(verdict: Verdict) -> str:
     """A summary for people reading CI: suitable for $GITHUB_STEP_SUMMARY."""
     icon = {"passed": "✅", "failed": "❌", "could not judge": "⚠️"}[verdict.status]
-    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    esc = safe.markdown
     lines = [f"## {icon} robust gate: {verdict.status}", ""]
     if verdict.baseline:
         lines += [f"Baseline: {esc(verdict.baseline)}"
@@ -77,15 +78,15 @@ def to_markdown(verdict: Verdict) -> str:
     lines += ["| " + " | ".join(HEADER) + " |",
               "|" + "|".join("---:" if h in ("value", "n", "baseline", "change") else "---" for h in HEADER) + "|"]
     for row in rows(verdict):
-        row = list(row)
-        row[0] = {"pass": "✅ pass", "FAIL": "❌ **FAIL**", "n/a": "⚠️ n/a"}[row[0]]
-        lines.append("| " + " | ".join(esc(x) if x else " " for x in row) + " |")
+        cells = [esc(x) if x else " " for x in row]
+        cells[0] = {"pass": "✅ pass", "FAIL": "❌ **FAIL**", "n/a": "⚠️ n/a"}[row[0]]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += [""]
     for c in notable(verdict):
         lines.append(f"- **{STATUS_TEXT[c.status]}** `{c.rule}`{esc(_from(c))}: {esc(c.message)}")
     if notable(verdict):
         lines.append("")
-    lines += [f"<sub>{LEGEND}</sub>", "", f"**{verdict.line}**", ""]
+    lines += [f"<sub>{LEGEND}</sub>", "", f"**{esc(verdict.line)}**", ""]
     return "\n".join(lines)
 
 

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from robustbench_cli.core.errors import UserError
-from robustbench_cli.core.io import atomic_write, writable_parent
-from robustbench_cli.reports import compare, junit, verdict
+from robustbench_cli.core.io import atomic_write_all, writable_parent
+from robustbench_cli.reports import compare, junit, safe, verdict
 from robustbench_cli.reports.frames import attacks_frame, summary_frame, transfer_frame
+from robustbench_cli.reports.html import to_html as render
 from robustbench_cli.reports.model import Report
-
 
 
 def to_json(report: Report) -> str:
@@ -19,18 +19,20 @@ def to_json(report: Report) -> str:
 
 
 def to_csv(report: Report) -> str:
-    return summary_frame(report).to_csv(index=False, float_format="%.6g")
+    frame = summary_frame(report).map(safe.csv_cell)  # text cells: never a formula in a spreadsheet
+    frame.columns = [safe.csv_cell(str(c)) for c in frame.columns]
+    return frame.to_csv(index=False, float_format="%.6g")
 
 
 def _md_table(df) -> str:
-    cols = list(df.columns)
+    cols = [str(c) for c in df.columns]  # robust's own column names
 
     def fmt(v):
         if v is None or (isinstance(v, float) and v != v):
             return "–"
         if isinstance(v, float):
             return f"{v:.4g}"
-        return str(v).replace("|", "\\|")
+        return safe.markdown(v)
 
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
@@ -42,8 +44,9 @@ def to_markdown(report: Report) -> str:
     parts = [
         "# robust report",
         "",
-        f"Data `{data['name']}` (n={data['n']}, sha256 `{data['sha256'][:12]}`), battery `{report.battery_id}`, "
-        f"seed {report.seed}, robust {report.tool['version']}.",
+        f"Data {safe.code(data['name'])} (n={safe.markdown(data['n'])}, sha256 {safe.code(str(data['sha256'])[:12])}), "
+        f"battery {safe.code(report.battery_id)}, seed {safe.markdown(report.seed)}, robust "
+        f"{safe.markdown(report.tool['version'])}.",
         "",
         "Robust accuracy is the worst case over the battery: every success was re-checked on the target (inside "
         "epsilon, inside [0,1], goal reached).",
@@ -69,7 +72,6 @@ def to_markdown(report: Report) -> str:
 
 
 def to_html(report: Report, examples=None) -> str:
-    from robustbench_cli.reports.html import to_html as render
 
     return render(report, examples)
 
@@ -143,6 +145,5 @@ def render_reports(report: Report, paths: list[Path], *, examples=None) -> list[
 def write_reports(report: Report, paths: list[Path], *, examples=None, texts: list[str] | None = None) -> list[Path]:
     """Render every file first, then write them: a writer that fails leaves every existing file as it was."""
     texts = texts if texts is not None else render_reports(report, paths, examples=examples)
-    for path, text in zip(paths, texts):
-        atomic_write(path, text)
+    atomic_write_all(list(zip(paths, texts)))  # all or none: a failure on one leaves every existing file as it was
     return paths

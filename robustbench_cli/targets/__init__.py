@@ -15,22 +15,23 @@ from robustbench_cli.targets.base import Capability, LabelOnly, Oracle, ScoresOn
 
 __all__ = ["Capability", "LabelOnly", "Oracle", "ScoresOnly", "Target", "TargetSpec", "load_target", "name_targets"]
 
-ACCESS = ("auto", "scores", "labels")
+ACCESS = ("auto", "gradients", "scores", "labels")
 
 
 @dataclass(frozen=True)
 class TargetSpec:
     """A model to scan and how to load it. Checked when made, so a bad option fails before any work."""
 
-    model: str  # model.onnx, file.py:factory, package.module:attr, a TorchScript file, timm:NAME
-    weights: str | None = None  # state dict of a PyTorch architecture (loaded with weights_only=True)
+    model: str  # model.onnx, file.py:factory, package.module:attr, TorchScript, timm:NAME, hf-hub:ORG/NAME, torchvision:NAME
+    weights: str | None = None  # state dict (.pt with weights_only=True, or .safetensors) of a PyTorch architecture
+    pretrained: bool = False  # timm:NAME / torchvision:NAME with their published weights, from the local cache
     weights_key: str | None = None  # where the state dict sits in the checkpoint, e.g. state_dict.0
     num_classes: int | None = None
-    mean: tuple[float, ...] | None = None  # (x - mean) / std inside the target: epsilon stays in [0,1] pixels
+    mean: tuple[float, ...] | None = None  # (x - mean) / std before the model (PyTorch or ONNX): epsilon in pixels
     std: tuple[float, ...] | None = None
     layout: str | None = None  # ONNX input layout: nchw | nhwc | flat (detected when None)
     output: str | None = None  # the ONNX output to read
-    access: str = "auto"  # auto | scores | labels: what the attacker sees
+    access: str = "auto"  # auto | gradients | scores | labels: what the attacker sees (gradients: open an ONNX file)
     batch_size: int = 256
     device: str = "auto"
     trust_checkpoint: bool = False  # allow full unpickling of checkpoints that need it
@@ -50,16 +51,18 @@ class TargetSpec:
         if self.num_classes is not None and self.num_classes < 2:
             raise TargetError(f"--num-classes must be at least 2, got {self.num_classes}")
         if self.access not in ACCESS:
-            raise TargetError(f"--access must be scores or labels, got {self.access!r}")
+            raise TargetError(f"--access must be gradients, scores or labels, got {self.access!r}")
         for what, values in (("--mean", self.mean), ("--std", self.std)):
             if values is not None and not values:
                 raise TargetError(f"{what} needs at least one number, e.g. 0.485,0.456,0.406")
+        if self.pretrained and not self.model.startswith(("timm:", "torchvision:", "hf-hub:")):
+            raise TargetError("--pretrained applies to timm:NAME and torchvision:NAME (hf-hub:ORG/NAME always is); "
+                              "give other models their weights with --weights FILE")
+        if self.pretrained and self.weights:
+            raise TargetError("give --pretrained or --weights, not both")
         if self.is_onnx:
             if self.weights:
                 raise TargetError("an ONNX file carries its weights; --weights is for PyTorch module specs and timm")
-            if self.mean is not None or self.std is not None:
-                raise TargetError("--mean/--std apply to PyTorch targets; an ONNX graph must contain its own "
-                                  "normalisation")
             if self.bpda:
                 raise TargetError("--bpda replaces the gradient of PyTorch submodules; an ONNX black box has no "
                                   "gradients (its attacks need none)")
@@ -110,14 +113,19 @@ def load_target(spec: TargetSpec | str) -> Target:
     if spec.is_onnx:
         from robustbench_cli.targets.onnxrt import OnnxTarget
 
-        target = OnnxTarget(spec.model, layout=spec.layout, output=spec.output, batch_size=spec.batch_size)
+        target = OnnxTarget(spec.model, layout=spec.layout, output=spec.output, batch_size=spec.batch_size,
+                            mean=spec.mean, std=spec.std)
+        if spec.access == "gradients":  # its owner opens it: gradients from a conversion, answers from the file
+            from robustbench_cli.targets.converted import ConvertedOnnxTarget, convert
+
+            target = ConvertedOnnxTarget(target, convert(target, spec.model), batch_size=spec.batch_size)
     else:
         from robustbench_cli.targets.pytorch import apply_bpda, load_torch_target
 
         torch_target = load_torch_target(
             spec.model, weights=spec.weights, weights_key=spec.weights_key, num_classes=spec.num_classes,
             mean=spec.mean, std=spec.std, batch_size=spec.batch_size, device=resolve_device(spec.device),
-            trust_checkpoint=spec.trust_checkpoint,
+            trust_checkpoint=spec.trust_checkpoint, pretrained=spec.pretrained,
         )
         torch_target.fast_forward = spec.fast_forward
         if spec.bpda:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
+from typing import cast
 
 import numpy as np
 import torch
@@ -21,8 +22,8 @@ class Capability(enum.Flag):
     GRADIENTS = enum.auto()  # autograd through the model
 
     @classmethod
-    def names(cls, flags: "Capability") -> list[str]:
-        return [c.name.lower() for c in cls if c in flags]
+    def names(cls, flags: Capability) -> list[str]:
+        return [cast(str, c.name).lower() for c in cls if c in flags]  # single-bit members always have a name
 
 
 
@@ -86,7 +87,7 @@ class Target(ABC):
         answer comes with the query already counted; a plain target rejects nothing."""
         return torch.zeros(len(x), dtype=torch.bool, device=x.device)
 
-    def attack_oracle(self, n: int, goal, *, budget: int | None = None) -> "Oracle":
+    def attack_oracle(self, n: int, goal, *, budget: int | None = None) -> Oracle:
         """The counted view the attacks get of a batch of ``n`` samples with their ``goal``."""
         return Oracle(self, n, budget=budget)
 
@@ -100,15 +101,40 @@ class Target(ABC):
             raise DataError(f"data {data_name} has inputs of shape {'x'.join(map(str, sample_shape))} "
                             f"but the model {self.name} takes {self.expected_shape_text()}")
         self._check_channels(sample_shape)
-        if self.num_classes is None:
+        if self.num_classes is None or (self.input_shape is None and self.probes_its_size):  # ask it, once
             try:
-                self.num_classes = int(self.scores(probe[:1].to(self.device)).shape[1])
-            except RuntimeError as e:
-                msg = str(e).strip().splitlines()[0]
-                raise DataError(f"the model {self.name} rejects inputs of shape {tuple(sample_shape)}: {msg}") from None
+                self.setup_rows += 1  # outside every attack's ledger: reported with the diagnostics' probes
+                classes = int(self.scores(probe[:1].to(self.device)).shape[1])
+            except (RuntimeError, AssertionError, ValueError, IndexError) as e:  # how networks refuse a size
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                oom = isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg.lower()
+                if oom and self.num_classes is not None:
+                    self._bound = tuple(sample_shape)  # says nothing about the size; the batches halve and retry
+                    return
+                hint = self.details.get("default_input_size")
+                size = "" if not hint else str(hint[-1]) if hint[-1] == hint[-2] else f"{hint[-2]}x{hint[-1]}"
+                hint = (f" (its default input size is {'x'.join(map(str, hint))}: --resize {size} brings the data "
+                        "to it)") if hint else ""
+                raise DataError(f"the model {self.name} rejects inputs of shape "
+                                f"{'x'.join(map(str, sample_shape))}{hint}: {msg}") from None
+            if self.num_classes is None:
+                self.num_classes = classes
+            elif classes != self.num_classes:
+                raise DataError(f"the model {self.name} gives {classes} scores for inputs of shape "
+                                f"{'x'.join(map(str, sample_shape))}, not its {self.num_classes} classes")
         self._bound = tuple(sample_shape)
 
     _bound: tuple[int, ...] | None = None
+    # a network whose forward takes many sizes (timm, torchvision, most modules): bind() asks it once on the data's
+    # shape, so a size it cannot take is one clear line before any attack rather than a failure inside one
+    probes_its_size = False
+    setup_rows = 0  # model rows asked while binding (the size probe), before any attack
+
+    def take_setup_rows(self) -> int:
+        """The rows binding asked the model, once: the diagnostics add them to their own (``probes.model_rows``)."""
+        inner = getattr(self, "inner", None)
+        rows, self.setup_rows = self.setup_rows, 0
+        return rows + (inner.take_setup_rows() if isinstance(inner, Target) else 0)
 
     def _check_channels(self, sample_shape: tuple[int, ...]) -> None:
         """Refuse inputs whose channels the target's own preprocessing cannot take (PyTorch targets' --mean/--std)."""
@@ -227,7 +253,7 @@ class Oracle:
 
     @property
     def num_classes(self) -> int:
-        return int(self.target.num_classes)
+        return int(cast(int, self.target.num_classes))
 
     def remaining(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Queries each row may still spend (a large number when there is no budget)."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from typing import cast
 
 import numpy as np
 import torch
@@ -144,7 +145,7 @@ class GuardedOracle(Oracle):
         z = super().scores(x, rows, exact=exact)  # charged here, once; NaN rows are out of budget
         if exact:  # the harness: the classifier's own answer (it asks the detector itself)
             return z
-        t: DetectorTarget = self.target
+        t = cast(DetectorTarget, self.target)
         z = t.as_logits(z)
         ok = torch.isfinite(z).all(dim=1)
         if bool(ok.any()):
@@ -169,6 +170,7 @@ def guard(classifier: Target, detector: Target, clean: torch.Tensor, *, fpr: flo
     """The non-adaptive and adaptive views of ``classifier`` guarded by ``detector``, with the threshold given or
     calibrated on the ``clean`` inputs for ``fpr``."""
     if threshold is None:
+        assert fpr is not None, "calibrating a threshold needs an fpr"
         s = detector_margin(detector.scores(clean.to(detector.device)))
         threshold = calibrate(s, fpr)
         measured = int((s > threshold).sum()) / len(s)

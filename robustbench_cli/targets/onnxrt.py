@@ -33,19 +33,47 @@ def _dim(d):
     return d if isinstance(d, int) and d > 0 else None
 
 
+def _metadata_normalisation(session) -> tuple[list[float] | None, list[float] | None]:
+    """Mean and std from the model's ``metadata_props``, when its exporter wrote them."""
+    import json
+
+    try:
+        props = {k.lower(): v for k, v in session.get_modelmeta().custom_metadata_map.items()}
+    except Exception:  # a session without metadata access
+        return None, None
+
+    def numbers(*keys: str) -> list[float] | None:
+        for key in keys:
+            if key in props:
+                text = props[key].strip()
+                try:
+                    value = json.loads(text) if text.startswith("[") else [float(v) for v in text.split(",")]
+                    return [float(v) for v in value]
+                except (ValueError, TypeError):
+                    raise TargetError(f"metadata_props {key!r} = {text!r} is not a list of numbers") from None
+        return None
+
+    mean, std = numbers("mean", "image_mean", "norm_mean"), numbers("std", "image_std", "norm_std")
+    if (mean is None) != (std is None):
+        return (mean or [0.0]), (std or [1.0])
+    return mean, std
+
+
 class OnnxTarget(Target):
     kind = "onnx"
     capabilities = Capability.LABELS | Capability.SCORES
 
     def __init__(self, path: str, *, layout: str | None = None, output: str | None = None,
-                 batch_size: int = 256, threads: int | None = None, session=None):
+                 batch_size: int = 256, threads: int | None = None, session=None, mean=None, std=None):
         import onnxruntime as ort
 
         super().__init__(path, batch_size=batch_size, device=torch.device("cpu"))
+        self._norm: tuple[np.ndarray, np.ndarray] | None = None
         if session is not None:  # a session the caller made (the Python API)
             self.session = session
             self.sha256 = ""
             self._describe(layout, output, path)
+            self._set_normalisation(mean, std)
             return
         p = existing_file(path, "model")
         opts = ort.SessionOptions()
@@ -70,15 +98,46 @@ class OnnxTarget(Target):
             raise TargetError(f"{path}: onnxruntime cannot load it ({msg})") from None
         self.sha256 = file_sha256(p)
         self._describe(layout, output, path)
+        self._set_normalisation(mean, std)
+
+    def _set_normalisation(self, mean, std) -> None:
+        """``(x - mean) / std`` per channel, applied to [0,1] pixels before the session, so that epsilon stays in
+        pixel space. Given as --mean/--std, or read from the file's ``metadata_props`` (keys ``mean``/``std``, or
+        ``image_mean``/``image_std``, as comma-separated numbers or JSON lists) when none is given."""
+        source = "--mean/--std"
+        if mean is None and std is None:
+            mean, std, source = *_metadata_normalisation(self.session), "metadata_props"
+            if mean is None:
+                return
+        mean_a = np.asarray(mean if mean is not None else [0.0], dtype=np.float32).ravel()
+        std_a = np.asarray(std if std is not None else [1.0], dtype=np.float32).ravel()
+        if not (np.isfinite(mean_a).all() and np.isfinite(std_a).all()) or (std_a <= 0).any():
+            raise TargetError(f"{self.name}: normalisation from {source} needs finite numbers and std > 0, got "
+                              f"mean {mean_a.tolist()}, std {std_a.tolist()}")
+        self._norm = (mean_a, std_a)
+        as_given = [float(v) for v in np.ravel(mean if mean is not None else [0.0])], \
+            [float(v) for v in np.ravel(std if std is not None else [1.0])]
+        self.details["normalisation"] = {"mean": as_given[0], "std": as_given[1], "source": source}
+        if self.input_shape is not None:
+            self._check_channels(self.input_shape)
+
+    def _check_channels(self, sample_shape: tuple[int, ...]) -> None:
+        if self._norm is None:
+            return
+        channels = sample_shape[0] if len(sample_shape) == 3 else 1
+        for what, values in (("--mean", self._norm[0]), ("--std", self._norm[1])):
+            if values.size not in (1, channels):
+                raise TargetError(f"{what} has {values.size} values but the input of {self.name} has {channels} "
+                                  "channel(s)")
 
     @classmethod
     def from_session(cls, session, *, batch_size: int = 256, layout: str | None = None,
-                     output: str | None = None) -> OnnxTarget:
+                     output: str | None = None, mean=None, std=None) -> OnnxTarget:
         """A black box from an ``onnxruntime.InferenceSession`` already made; named and hashed by its model file
         when it was loaded from one."""
         path = getattr(session, "_model_path", None)
         t = cls(str(path) if path else "onnxruntime-session", layout=layout, output=output, batch_size=batch_size,
-                session=session)
+                session=session, mean=mean, std=std)
         if path and Path(path).is_file():
             t.sha256 = file_sha256(Path(path))
         return t
@@ -153,6 +212,10 @@ class OnnxTarget(Target):
             a = x.numpy()  # the usual case: no copy, no dispatch
         else:
             a = x.detach().to("cpu", torch.float32).numpy()
+        if self._norm is not None:  # in the data's channels-first layout, before any transpose
+            mean, std = self._norm
+            shape = (1, -1, 1, 1) if a.ndim == 4 else (1, -1)
+            a = (a - mean.reshape(shape)) / std.reshape(shape)
         if self.layout == "nhwc":
             a = a.transpose(0, 2, 3, 1)
         elif self.layout == "flat":

@@ -14,6 +14,7 @@ import sys
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,6 +27,9 @@ STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", 
 
 
 class Normalize(nn.Module):
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(self, mean, std, channels: int | None):
         super().__init__()
         mean_t = torch.as_tensor(mean, dtype=torch.float32)
@@ -50,6 +54,7 @@ class Normalize(nn.Module):
 class TorchTarget(Target):
     kind = "torch"
     capabilities = Capability.LABELS | Capability.SCORES | Capability.GRADIENTS
+    probes_its_size = True
 
     def __init__(
         self,
@@ -117,7 +122,7 @@ class TorchTarget(Target):
         xs = x.detach().to(torch.float32).contiguous().numpy()
         return torch.from_numpy(self._session.run(None, {"x": xs})[0])
 
-    _session = None
+    _session: Any = None  # an onnxruntime InferenceSession once exported, False when the export was refused
 
     def _export_onnx(self, x: torch.Tensor):
         import contextlib
@@ -146,7 +151,9 @@ class TorchTarget(Target):
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
                     contextlib.redirect_stderr(io.StringIO()):
                 warnings.simplefilter("ignore")
-                torch.onnx.export(whole, (sample,), buf, input_names=["x"], output_names=["y"],
+                # the stubs name paths only; the TorchScript exporter (dynamo=False) writes to a file object too
+                torch.onnx.export(whole, (sample,), buf,  # type: ignore[arg-type]
+                                  input_names=["x"], output_names=["y"],
                                   dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = opts.inter_op_num_threads = max(1, torch.get_num_threads())
@@ -227,6 +234,8 @@ def load_checkpoint(path: str | Path, *, trust: bool = False):
     refused, unless ``trust``: then it is unpickled fully, with a :class:`TrustWarning` naming the file. A
     checkpoint that loads safely never takes the unsafe route, flag or not."""
     path = existing_file(path, "weights")
+    if path.suffix.lower() == ".safetensors":
+        return load_safetensors(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -248,6 +257,122 @@ def load_checkpoint(path: str | Path, *, trust: bool = False):
         return torch.load(path, map_location="cpu", weights_only=False)  # noqa: S614 - the user's explicit opt-in
     except Exception as e:  # noqa: BLE001 - arbitrary pickled objects fail in arbitrary ways
         raise TargetError(f"{path}: full unpickling failed ({e.__class__.__name__}: {_first_sentence(e)})") from None
+
+
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A ``.safetensors`` file as a state dict: tensors only, so nothing in it can run code."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise TargetError(f"{path}: not a readable safetensors file ({_first_sentence(e)})") from None
+
+
+def weights_sha256(module: nn.Module) -> str:
+    """A hash of the weights the target actually runs (names, shapes, dtypes and bytes of the state dict): the same
+    for the same weights whatever file or cache they came from."""
+    h = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        t = value.detach().cpu().contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _differs_when_rebuilt(build, module: nn.Module) -> bool:
+    """Whether building the module again under another seed gives other weights: then it runs on its random
+    initialisation. A factory that loads its own weights (or initialises deterministically) builds the same."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(torch.initial_seed() + 7919)
+        try:
+            again = build()
+        except Exception:  # noqa: BLE001 - a factory that cannot be called twice: nothing to learn
+            return False
+    mine, theirs = module.state_dict(), again.state_dict()
+    floats = [k for k, v in mine.items() if v.is_floating_point() and v.numel() > 1]
+    return bool(floats) and any(k in theirs and theirs[k].shape == mine[k].shape
+                                and not torch.equal(theirs[k].cpu(), mine[k].cpu()) for k in floats)
+
+
+def _offline_hint(what: str) -> str:
+    """Where cached hub weights are looked for, and how to point elsewhere."""
+    try:
+        from huggingface_hub import constants
+
+        cache = constants.HF_HUB_CACHE
+    except ImportError:  # pragma: no cover - timm depends on huggingface_hub
+        cache = "~/.cache/huggingface/hub"
+    torch_hub = Path(torch.hub.get_dir()) / "checkpoints"
+    return (f"{what}: the weights are not in the local cache and could not be downloaded. robust looks in "
+            f"{cache} (Hugging Face; set HF_HUB_CACHE or HF_HOME to use another) and {torch_hub} (torch hub, "
+            "torchvision; set TORCH_HOME); download them once where there is network, or give --weights FILE")
+
+
+def _cache_first(build):
+    """Build from the local Hugging Face cache alone; only when that fails, and offline mode is not set, try the
+    network, with the hub's retry messages silenced (the one line robust prints says what happened)."""
+    import logging
+    import os
+
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        return build()
+    except Exception:  # noqa: BLE001 - not in the cache (or not loadable from it): the network may still have it
+        if saved or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+            raise
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.CRITICAL)
+    try:
+        return build()
+    finally:
+        hub_log.setLevel(level)
+
+
+def _hub_module(spec: str, pretrained: bool, num_classes: int | None):
+    """``timm:NAME``, ``hf-hub:ORG/NAME`` (timm's loader, always pretrained) or ``torchvision:NAME``: the module,
+    its source for the report, and a builder for the random-weights check."""
+    kwargs: dict[str, Any] = {"num_classes": num_classes} if num_classes is not None else {}
+    if spec.startswith("torchvision:"):
+        import torchvision
+
+        name = spec.split(":", 1)[1]
+        if name not in torchvision.models.list_models():
+            raise TargetError(f"torchvision has no model {name!r} (torchvision.models.list_models() lists them)")
+
+        def build():
+            return torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None, progress=False, **kwargs)
+        source = f"torchvision:{name}" + (" (DEFAULT weights)" if pretrained else "")
+    else:
+        import timm
+
+        name = spec[5:] if spec.startswith("timm:") else spec
+        if not name or name == "hf-hub:":
+            raise TargetError("timm:NAME needs a model name, e.g. timm:resnet18 (or hf-hub:ORG/NAME)")
+        pretrained = pretrained or name.startswith("hf-hub:")
+        if not name.startswith("hf-hub:") and not timm.list_models(name):
+            raise TargetError(f"timm has no model {name!r} (timm.list_models('*resnet*') lists matches)")
+
+        def build():
+            return timm.create_model(name, pretrained=pretrained, **kwargs)
+        source = (name if name.startswith("hf-hub:") else f"timm:{name}") + (" (pretrained)" if pretrained else "")
+    try:
+        module = _cache_first(build) if pretrained and not spec.startswith("torchvision:") else build()
+    except TargetError:
+        raise
+    except Exception as e:  # noqa: BLE001 - hub, network and file errors come in many classes
+        msg = _first_sentence(e)
+        if pretrained and not isinstance(e, (TypeError, ValueError)) or "offline" in msg.lower():
+            raise TargetError(f"{_offline_hint(spec)} ({e.__class__.__name__}: {msg})") from None
+        raise TargetError(f"{spec}: the model cannot be built ({e.__class__.__name__}: {msg})") from None
+    return module, source, build, pretrained
 
 
 def _first_sentence(e: BaseException) -> str:
@@ -328,29 +453,26 @@ def load_torch_target(
     batch_size: int = 256,
     device: torch.device | None = None,
     trust_checkpoint: bool = False,
+    pretrained: bool = False,
 ) -> TorchTarget:
     input_shape = None
+    default_size: tuple[int, ...] | None = None
     kind = "torch"
     hashes = []
-    if spec.startswith("timm:"):
-        import timm
-
-        name = spec[5:]
-        if not name:
-            raise TargetError("timm:NAME needs a model name, e.g. timm:resnet18")
-        try:
-            kwargs = {"num_classes": num_classes} if num_classes is not None else {}
-            module = timm.create_model(name, pretrained=False, **kwargs)
-        except RuntimeError as e:
-            raise TargetError(f"timm has no model {name!r} ({e})") from None
+    build = None
+    source = None
+    if spec.startswith(("timm:", "hf-hub:", "torchvision:")):
+        module, source, build, pretrained = _hub_module(spec, pretrained, num_classes)
         cfg = getattr(module, "pretrained_cfg", None) or getattr(module, "default_cfg", {}) or {}
-        if "input_size" in cfg:
-            input_shape = tuple(cfg["input_size"])
+        if "input_size" in cfg:  # the size it was trained at; convolutional nets take others: checked on the data
+            default_size = tuple(int(v) for v in cfg["input_size"])
         if mean is None and std is None and "mean" in cfg:
             mean, std = list(cfg["mean"]), list(cfg["std"])
         num_classes = num_classes or getattr(module, "num_classes", None)
-        kind = "timm"
-        hashes.append(name)
+        if num_classes is None and hasattr(module, "fc") and hasattr(module.fc, "out_features"):
+            num_classes = int(module.fc.out_features)
+        kind = spec.split(":", 1)[0].replace("hf-hub", "timm")
+        hashes.append(spec)
     else:
         path = Path(spec).expanduser()
         if ":" not in spec or path.is_file():
@@ -367,7 +489,14 @@ def load_torch_target(
             kind = "torchscript"
             hashes.append(file_sha256(path))
         else:
-            module = _build(_import_attr(spec), spec, num_classes)
+            if pretrained:
+                raise TargetError("--pretrained applies to timm:NAME and torchvision:NAME; give a module spec its "
+                                  "weights with --weights FILE")
+            obj = _import_attr(spec)
+            module = _build(obj, spec, num_classes)
+            if not isinstance(obj, nn.Module):
+                def build():
+                    return _build(obj, spec, num_classes)
             hashes.append(spec)
     if weights:
         if kind == "torchscript":
@@ -382,6 +511,13 @@ def load_torch_target(
     target.sha256 = hashlib.sha256("|".join(hashes).encode()).hexdigest() if len(hashes) > 1 or kind != "torchscript" else hashes[0]
     if weights:
         target.details["weights"] = str(weights)
+    if source:
+        target.details["source"] = source
+    target.details["weights_sha256"] = weights_sha256(module)
+    if not weights and not pretrained and build is not None and _differs_when_rebuilt(build, module):
+        target.details["random_weights"] = True  # a failed `random-weights` check in every report of this target
+    if default_size:
+        target.details["default_input_size"] = list(default_size)
     return target
 
 

@@ -41,9 +41,15 @@ from robustbench_cli.attacks.generative import (
     perturbation,
     save_generator,
 )
+from robustbench_cli.attacks.transfer import Surrogate, describe, load_surrogate
 from robustbench_cli.core.data import DataSpec, EvalSet, load_eval_set
 from robustbench_cli.core.errors import DataError, UserError
+from robustbench_cli.core.io import writable_parent
 from robustbench_cli.core.threat_model import ThreatModel
+from robustbench_cli.core.version import __version__
+from robustbench_cli.evaluation import check_compatible
+from robustbench_cli.targets import resolve_device
+from robustbench_cli.training.train import check_disjoint
 
 
 @dataclass
@@ -80,7 +86,6 @@ def check_out(path: str) -> Path:
     out = Path(path).expanduser()
     if out.is_dir():
         raise UserError(f"cannot write {path}: it is a folder")
-    from robustbench_cli.core.io import writable_parent
 
     writable_parent(out, f"cannot write {path}")
     return out
@@ -88,7 +93,6 @@ def check_out(path: str) -> Path:
 
 def load_training_data(spec: DataSpec, *, seed: int, exclude: list[str]) -> tuple[EvalSet, list]:
     """The training data, refused when it shares an image with any ``exclude`` (evaluation) data set."""
-    from robustbench_cli.training.train import check_disjoint
 
     data = spec.load(seed)
     if not len(data):
@@ -111,10 +115,10 @@ def check_config(cfg: GeneratorConfig) -> ThreatModel:
         raise UserError(f"--blocks must be >= 0, got {cfg.blocks}")
     if not (cfg.lr > 0 and math.isfinite(cfg.lr)):
         raise UserError(f"--lr must be > 0, got {cfg.lr}")
-    for name, v in (("--adv-weight", cfg.adv_weight), ("--gan-weight", cfg.gan_weight),
+    for name, w in (("--adv-weight", cfg.adv_weight), ("--gan-weight", cfg.gan_weight),
                     ("--hinge-weight", cfg.hinge_weight), ("--kappa", cfg.kappa)):
-        if not (v >= 0 and math.isfinite(v)):
-            raise UserError(f"{name} must be >= 0, got {v}")
+        if not (w >= 0 and math.isfinite(w)):
+            raise UserError(f"{name} must be >= 0, got {w}")
     if cfg.hinge_bound is not None and not cfg.hinge_bound >= 0:
         raise UserError(f"--hinge-bound must be >= 0, got {cfg.hinge_bound}")
     threat = ThreatModel.parse(cfg.threat)
@@ -133,9 +137,6 @@ def margin_loss(z: torch.Tensor, y: torch.Tensor, kappa: float) -> torch.Tensor:
 
 def train_generator(cfg: GeneratorConfig, progress: Progress | None = None) -> tuple[GeneratorNet, dict]:
     """Train G (and its discriminator) and return G with the file's config (nothing is written: see :func:`save`)."""
-    from robustbench_cli.attacks.transfer import Surrogate, describe, load_surrogate
-    from robustbench_cli.evaluation import check_compatible
-    from robustbench_cli.targets import resolve_device
 
     threat = check_config(cfg)
     device = resolve_device(cfg.device)
@@ -146,9 +147,9 @@ def train_generator(cfg: GeneratorConfig, progress: Progress | None = None) -> t
     threat.check_against_dim(int(np.prod(data.sample_shape)))
     models = [load_surrogate(s, weights_key=cfg.weights_key, num_classes=cfg.num_classes, mean=cfg.mean, std=cfg.std,
                              device=str(device), trust_checkpoint=cfg.trust_checkpoint) for s in cfg.surrogates]
-    for m in models:
-        check_compatible(m, data)
-        m.detect_output_kind(m.scores(torch.as_tensor(data.x[:64]).to(device)))
+    for model in models:
+        check_compatible(model, data)
+        model.detect_output_kind(model.scores(torch.as_tensor(data.x[:64]).to(device)))
     ensemble = Surrogate(models)
     lo, hi = models[0].bounds
 
@@ -207,7 +208,6 @@ def train_generator(cfg: GeneratorConfig, progress: Progress | None = None) -> t
         history.append({"epoch": epoch, **{k: round(v / count, 6) for k, v in tot.items()}})
     seconds = time.perf_counter() - t_start
     gen.eval()
-    from robustbench_cli import __version__
 
     config = {
         "architecture": {"channels": int(channels), "width": cfg.width, "blocks": cfg.blocks},
@@ -225,7 +225,7 @@ def train_generator(cfg: GeneratorConfig, progress: Progress | None = None) -> t
         "surrogate_passes": passes,
         "seconds": round(seconds, 3),
         "tool": {"name": "robust", "version": __version__},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     return gen, config
 

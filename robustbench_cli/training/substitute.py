@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +37,14 @@ import torch.nn.functional as F
 
 from robustbench_cli.core.data import DataSpec
 from robustbench_cli.core.errors import TargetError, UserError
+from robustbench_cli.core.io import atomic_write
+from robustbench_cli.core.version import __version__
+from robustbench_cli.evaluation import check_compatible
+from robustbench_cli.targets import TargetSpec, load_target, resolve_device
+from robustbench_cli.targets.base import Oracle
+from robustbench_cli.targets.pytorch import load_torch_target
+from robustbench_cli.training.advgan import check_out, load_training_data
+from robustbench_cli.training.train import trainable_parameters
 
 CARD_FORMAT = "robust-substitute-card/1"
 
@@ -87,14 +96,12 @@ def check_config(cfg: SubstituteConfig) -> None:
     if cfg.arch.lower().endswith(".onnx"):
         raise TargetError("the substitute needs a PyTorch architecture to train (file.py:Class, package.module:attr or "
                           "timm:NAME), not an ONNX file")
-    from robustbench_cli.training.advgan import check_out
 
     check_out(cfg.out)
 
 
 def label(target, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, int]:
     """The target's predicted class for every row of ``x``, one counted query each; (labels, queries spent)."""
-    from robustbench_cli.targets.base import Oracle
 
     out, spent = [], 0
     for i in range(0, len(x), batch_size):
@@ -120,12 +127,6 @@ def jacobian_step(forward, x: torch.Tensor, labels: torch.Tensor, lam: float, bo
 
 def train_substitute(cfg: SubstituteConfig, progress: Progress | None = None):
     """Train the substitute; returns (module, card). Nothing is written: see :func:`save`."""
-    from robustbench_cli import __version__
-    from robustbench_cli.training.advgan import load_training_data
-    from robustbench_cli.evaluation import check_compatible
-    from robustbench_cli.targets import TargetSpec, load_target, resolve_device
-    from robustbench_cli.targets.pytorch import load_torch_target
-    from robustbench_cli.training.train import trainable_parameters
 
     check_config(cfg)
     device = resolve_device(cfg.device)
@@ -133,7 +134,8 @@ def train_substitute(cfg: SubstituteConfig, progress: Progress | None = None):
     onnx = cfg.target.lower().endswith(".onnx")
     target = load_target(TargetSpec(
         cfg.target, weights=cfg.target_weights, weights_key=cfg.weights_key, num_classes=cfg.num_classes,
-        mean=None if onnx else cfg.mean, std=None if onnx else cfg.std, layout=cfg.layout, output=cfg.output,
+        mean=None if onnx or cfg.mean is None else tuple(cfg.mean),
+        std=None if onnx or cfg.std is None else tuple(cfg.std), layout=cfg.layout, output=cfg.output,
         access=cfg.access, device=str(device), trust_checkpoint=cfg.trust_checkpoint))
     probe_rows = 1 if target.num_classes is None else 0  # check_compatible asks one row for the class count
     check_compatible(target, data)
@@ -164,7 +166,7 @@ def train_substitute(cfg: SubstituteConfig, progress: Progress | None = None):
     x = torch.as_tensor(data.x)
     y, spent = label(target, x, 256)
     queries_per_round = [spent]
-    rounds = []
+    rounds: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for rho in range(cfg.rounds + 1):
         for epoch in range(1, cfg.epochs + 1):
@@ -219,7 +221,7 @@ def train_substitute(cfg: SubstituteConfig, progress: Progress | None = None):
         "seconds": round(time.perf_counter() - t0, 3),
         "use": f"--surrogate {cfg.arch}@{cfg.out}",
         "tool": {"name": "robust", "version": __version__},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     return module, card
 
@@ -228,7 +230,6 @@ def save(module, card: dict, out: str | Path) -> tuple[Path, Path]:
     """The state dict at ``out`` and the card at ``out.card.json``, each written atomically."""
     import io
 
-    from robustbench_cli.core.io import atomic_write
 
     p = Path(out).expanduser()
     buf = io.BytesIO()

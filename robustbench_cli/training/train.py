@@ -50,6 +50,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -57,12 +58,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustbench_cli.attacks.base import Goal
+from robustbench_cli.attacks.gradients import LossFn
 from robustbench_cli.attacks.pgd import PGD
 from robustbench_cli.attacks.rng import SampleRng
 from robustbench_cli.core.data import DataSpec, EvalSet, load_eval_set
 from robustbench_cli.core.errors import DataError, TargetError, UserError
-from robustbench_cli.targets.base import Capability, Oracle, Target
+from robustbench_cli.core.io import atomic_write, writable_parent
+from robustbench_cli.core.provenance import library_versions
 from robustbench_cli.core.threat_model import ThreatModel
+from robustbench_cli.core.version import __version__
+from robustbench_cli.evaluation import Battery, Entry, check_compatible, evaluate
+from robustbench_cli.targets import resolve_device
+from robustbench_cli.targets.base import Capability, Oracle, Target
+from robustbench_cli.targets.detector import detector_margin
+from robustbench_cli.targets.pytorch import TorchTarget, load_torch_target
 
 MODES = ("standard", "pgd", "trades", "alp")
 DEFAULT_GAMMA = {"pgd": 1.0, "alp": 0.5}
@@ -160,11 +169,13 @@ class _PairedGoal(Goal):
     reference: torch.Tensor | None = None
 
     def subset(self, idx) -> _PairedGoal:
+        assert self.reference is not None  # train() always gives one
         return _PairedGoal(self.labels[idx], self.targeted, self.reference[idx])
 
 
 def kl_to_clean(z: torch.Tensor, goal: _PairedGoal) -> torch.Tensor:
     """KL(p(x) || p(x_adv)) per sample: the loss TRADES' inner attack maximises."""
+    assert goal.reference is not None  # train() always gives one
     return F.kl_div(F.log_softmax(z, dim=1), goal.reference, log_target=True, reduction="none").sum(dim=1)
 
 
@@ -206,7 +217,6 @@ def check_config(cfg: TrainConfig) -> None:
     out = Path(cfg.out).expanduser()
     if out.is_dir():
         raise UserError(f"cannot write {cfg.out}: it is a folder")
-    from robustbench_cli.core.io import writable_parent
 
     writable_parent(out, f"cannot write {cfg.out}")
 
@@ -242,7 +252,6 @@ def check_disjoint(train: EvalSet, exclude: EvalSet) -> None:
 
 def _build(cfg: TrainConfig, device):
     """The module to train (with its preprocessing), built as `scan` builds a target; its parameters train."""
-    from robustbench_cli.targets.pytorch import load_torch_target
 
     spec = cfg.model
     if spec.lower().endswith(".onnx"):
@@ -294,8 +303,6 @@ def _subset(data: EvalSet, n: int, seed: int) -> EvalSet:
 def heldout_check(module: nn.Module, net, data: EvalSet, threat: ThreatModel, *, steps: int, n: int, seed: int,
                   batch_size: int = 256) -> dict:
     """Clean and robust accuracy of a frozen copy of ``module``, with PGD-``steps`` run and verified by the harness."""
-    from robustbench_cli.evaluation import Battery, Entry, evaluate
-    from robustbench_cli.targets.pytorch import TorchTarget
 
     frozen = TorchTarget(copy.deepcopy(module), net.name, num_classes=net.num_classes, device=net.device)
     frozen.preprocess = net.preprocess
@@ -311,8 +318,6 @@ def train(cfg: TrainConfig, progress: Progress | None = None, on_epoch: Callable
           on_start: Callable[[str], None] | None = None) -> TrainResult:
     """Train ``cfg.model`` and return it with its card (nothing is written: see :func:`save`). ``on_start`` gets a
     line saying what will be trained, once every input has been checked."""
-    from robustbench_cli.evaluation import check_compatible
-    from robustbench_cli.targets import resolve_device
 
     check_config(cfg)
     threat = ThreatModel.parse(cfg.threat)
@@ -333,8 +338,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None, on_epoch: Callable
     detector = cfg.detector_for is not None
     classifier = None
     if detector:
-        from robustbench_cli.targets.pytorch import load_torch_target
-
+        assert cfg.detector_for is not None  # what `detector` says
         classifier = load_torch_target(cfg.detector_for, weights=cfg.classifier_weights, num_classes=cfg.num_classes,
                                        mean=cfg.mean, std=cfg.std, device=device, trust_checkpoint=cfg.trust_checkpoint)
         check_compatible(classifier, train_set)
@@ -355,7 +359,9 @@ def train(cfg: TrainConfig, progress: Progress | None = None, on_epoch: Callable
     opt = _optimizer(cfg, params)
     # the attack's white-box view: the classifier for a detector, the live model otherwise
     view = classifier if detector else _LiveTarget(net.forward, net.name, net.num_classes, device)
-    loss_name: object = kl_to_clean if mode == "trades" else "ce"
+    assert view is not None  # a detector's classifier was loaded above
+    # kl_to_clean reads the _PairedGoal that the TRADES loop below gives the attack
+    loss_name: str | LossFn = cast(LossFn, kl_to_clean) if mode == "trades" else "ce"
     attack = None if mode == "standard" else PGD(steps=cfg.steps, step_size=cfg.step_size, loss=loss_name,
                                                   early_stop=False)
     x_all = torch.as_tensor(train_set.x).to(device)
@@ -434,6 +440,7 @@ def train(cfg: TrainConfig, progress: Progress | None = None, on_epoch: Callable
     if detector:
         final = detector_check(net, classifier, held if held is not None else train_set, threat, cfg, held is not None)
     elif held is not None:
+        assert history[-1].check is not None  # the last epoch checks on the holdout
         final = {"on": "holdout", **history[-1].check}
     else:
         final = {"on": "train", **heldout_check(module, net, train_set, threat, steps=cfg.check_steps,
@@ -489,7 +496,6 @@ def detector_check(det, classifier, data: EvalSet, threat: ThreatModel, cfg: Tra
     x_adv = pgd.run(Oracle(classifier, len(x)), x, Goal(y, False), threat, SampleRng(cfg.seed, "train/check", sub.ids,
                                                                                    det.device))
     x_adv = threat.project(x_adv, x, classifier.bounds)
-    from robustbench_cli.targets.detector import detector_margin
 
     clean_s = detector_margin(det.scores(x))
     adv_s = detector_margin(det.scores(x_adv))
@@ -506,8 +512,6 @@ def _sha_bytes(b: bytes) -> str:
 
 def _card(cfg, mode, gamma, attack, threat, train_set, held, excluded, history, final, *, seconds, train_seconds,
           seen, model_calls, classifier, device) -> dict:
-    from robustbench_cli import __version__
-    from robustbench_cli.core.provenance import library_versions
 
     hyper = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "optimizer": cfg.optimizer, "lr": cfg.lr,
              "weight_decay": cfg.weight_decay, "eps_ramp_epochs": cfg.eps_ramp}
@@ -520,7 +524,7 @@ def _card(cfg, mode, gamma, attack, threat, train_set, held, excluded, history, 
     return {
         "format": CARD_FORMAT,
         "tool": {"name": "robust", "version": __version__},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": sys.argv[1:],
         "model": {"spec": cfg.model, "init_weights": cfg.weights, "num_classes": cfg.num_classes, "mean": cfg.mean,
                   "std": cfg.std},
@@ -548,7 +552,6 @@ def _card(cfg, mode, gamma, attack, threat, train_set, held, excluded, history, 
 
 def save(result: TrainResult, out: str | Path) -> tuple[Path, Path]:
     """Write the state dict and its card, each atomically (temp file + rename)."""
-    from robustbench_cli.core.io import atomic_write
 
     out = Path(out).expanduser()
     buf = io.BytesIO()

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from robustbench_cli.core.data import load_eval_set
+
 HERE = Path(__file__).resolve().parent
 WEIGHTS = HERE / "mnist_cnn.pt"
 ONNX = HERE / "mnist_cnn.onnx"
@@ -59,7 +61,6 @@ def mnist_detector() -> nn.Module:
 
 def train(*, epochs: int = 8, seed: int = 0, batch_size: int = 64, lr: float = 2e-3, limit: int | None = None) -> nn.Module:
     """Deterministic training on ``mnist:train``: same seed, same weights (on the same machine and thread count)."""
-    from robustbench_cli.core.data import load_eval_set
 
     data = load_eval_set("mnist:train")
     x, y = torch.as_tensor(data.x[:limit]), torch.as_tensor(data.y[:limit])
