@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import robustbench_cli as robust
-from robustbench_cli.core.data import DataSpec
+from robustbench_cli.core.data import DataSpec, class_interleaved, load_eval_set
 from robustbench_cli.core.errors import DataError, TargetError
 from robustbench_cli.targets import TargetSpec, load_target
 from robustbench_cli.targets.pytorch import weights_sha256
@@ -202,6 +202,23 @@ def test_chance_accuracy_is_a_finding_that_names_the_causes():
     report = robust.scan(model, (x, y), threats=["linf:0.1"], attacks=["fgsm"])
     finding = next(f for f in report.to_dict()["results"][0]["diagnostics"] if f["check"] == "clean-accuracy")
     assert finding["passed"] is False and "normalisation" in finding["message"] and "weights" in finding["message"]
+
+
+def test_builtins_are_class_interleaved_and_a_sorted_selection_is_a_finding(tmp_path):
+    first = load_eval_set("mnist:test", n=20)
+    assert sorted(set(first.y.tolist())) == list(range(10))
+    assert load_eval_set("digits", n=10).y.tolist() == list(range(10))
+    order = class_interleaved(np.array([2, 2, 0, 0, 1, 1]))
+    assert np.array([2, 2, 0, 0, 1, 1])[order].tolist() == [0, 1, 2, 0, 1, 2]
+
+    # a class-sorted file, its first rows: two classes of ten
+    x, _ = _images(n=12, size=8, channels=1)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
+    report = robust.scan(model, (x, np.repeat([0, 1], 6)), threats=["linf:0.1"], attacks=["fgsm"])
+    coverage = [f for f in report.to_dict()["results"][0]["diagnostics"] if f["check"] == "class-coverage"]
+    assert len(coverage) == 1 and coverage[0]["passed"] is False and "--shuffle" in coverage[0]["message"]
+    assert "2 of 10 classes" in coverage[0]["message"]
 
 
 # --- ONNX files that expect normalised input ------------------------------------------------------------------------------

