@@ -5,8 +5,9 @@ The Python API, loaded on first use so that ``robust --help`` and ``import robus
     import robustbench_cli as robust
     report = robust.scan(model, (x, y), threats=["linf:8/255"], preset="quick")
 
-``scan`` and ``run`` live in :mod:`robustbench_cli.api`, ``ScanConfig`` in :mod:`robustbench_cli.config`,
-``Report`` and ``load_report`` in :mod:`robustbench_cli.reports`.
+``scan``, ``run``, ``load_report`` and ``ScanReport`` (a report with its pandas/HTML/file views) live in
+:mod:`robustbench_cli.api`, ``ScanConfig`` in :mod:`robustbench_cli.config`, the plain ``Report`` model in
+:mod:`robustbench_cli.reports`.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 from robustbench_cli.core.version import __version__
 
 if TYPE_CHECKING:
-    from robustbench_cli.api import ScanOutcome, run, scan
+    from robustbench_cli.api import ScanOutcome, ScanReport, load_report, run, scan
     from robustbench_cli.config import ScanConfig
     from robustbench_cli.core.data import DataSpec
     from robustbench_cli.evaluation.config import RunSpec
-    from robustbench_cli.reports import Report, load_report
+    from robustbench_cli.reports import Report
     from robustbench_cli.targets import TargetSpec
 
 _EXPORTS = {
@@ -33,11 +34,12 @@ _EXPORTS = {
     "DataSpec": "robustbench_cli.core.data",
     "RunSpec": "robustbench_cli.evaluation.config",
     "Report": "robustbench_cli.reports",
-    "load_report": "robustbench_cli.reports",
+    "ScanReport": "robustbench_cli.api",
+    "load_report": "robustbench_cli.api",
 }
 
-__all__ = ["DataSpec", "Report", "RunSpec", "ScanConfig", "ScanOutcome", "TargetSpec", "__version__", "load_report", "run",
-           "scan"]
+__all__ = ["DataSpec", "Report", "RunSpec", "ScanConfig", "ScanOutcome", "ScanReport", "TargetSpec", "__version__",
+           "load_report", "run", "scan"]
 assert set(__all__) == {"__version__", *_EXPORTS}
 
 

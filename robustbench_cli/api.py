@@ -15,7 +15,7 @@ command line is a thin layer over :func:`run`, which takes a config and returns 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from robustbench_cli.evaluation.cascade import Progress
 from robustbench_cli.evaluation.config import RunSpec
 from robustbench_cli.evaluation.scan import ScanRun
 from robustbench_cli.evaluation.scan import scan as run_targets
+from robustbench_cli.reports import frames, html, model, writers
 from robustbench_cli.reports.build import build_report
 from robustbench_cli.reports.images import check_folder
 from robustbench_cli.reports.model import Report
@@ -42,7 +43,7 @@ from robustbench_cli.targets.pytorch import TorchTarget
 class ScanOutcome:
     """A finished (or stopped) scan: its report, and what the caller writes besides it."""
 
-    report: Report
+    report: ScanReport
     examples: list = field(default_factory=list)  # checked examples shown in an HTML report
     saved: list = field(default_factory=list)  # every checked example, for --save-examples
     stopped: str | None = None  # why the scan ended early ("interrupted", "time budget spent"), None when complete
@@ -53,7 +54,7 @@ def scan(model: Any, data: Any, *, threats: list[str] | tuple[str, ...], preset:
          attacks: list[str] | None = None, targeted: str | None = None, queries: int | None = None, seed: int = 0,
          batch_size: int = 256, n: int | None = None, offset: int = 0, shuffle: bool = False, device: str = "auto",
          mean: list[float] | None = None, std: list[float] | None = None, access: str = "auto", eot: int = 1,
-         certify: bool | None = None, progress: Progress | None = None) -> Report:
+         certify: bool | None = None, progress: Progress | None = None) -> ScanReport:
     """Scan ``model`` (or a list of models) on ``data`` under ``threats`` with a preset or named attacks.
 
     ``mean``/``std`` normalise inside the model (epsilon stays in [0,1] pixel space); ``access`` hides gradients
@@ -90,7 +91,39 @@ def run(cfg: ScanConfig, progress: Progress | None = None, *, state: bool = True
     return ScanOutcome(report, result.examples, result.saved, result.stopped, result.state)
 
 
-def _report(result: ScanRun, data: EvalSet, run: RunSpec, options: dict, examples_dir: Path | None = None) -> Report:
+@dataclass(kw_only=True)
+class ScanReport(Report):
+    """The report a Python caller gets: the plain report model, with the views a notebook wants on it. The views
+    live here, above the formats they call, so that the model itself never imports a format."""
+
+    @classmethod
+    def of(cls, report: Report) -> ScanReport:
+        return report if isinstance(report, ScanReport) else cls(**{f.name: getattr(report, f.name)
+                                                                       for f in fields(report)})
+
+    def summary_frame(self):
+        """One row per (target, threat), as pandas."""
+        return frames.summary_frame(self)
+
+    def samples_frame(self):
+        """One row per (target, threat, sample), as pandas."""
+        return frames.samples_frame(self)
+
+    def to_html(self, examples=None) -> str:
+        return html.to_html(self, examples)
+
+    def write(self, *paths: str | Path, examples=None) -> list[Path]:
+        """Write the report in the formats its file names say (.json, .csv, .md, .html, .xml), all or none."""
+        return writers.write_reports(self, writers.check_outputs([str(p) for p in paths]), examples=examples)
+
+
+def load_report(path: str | Path) -> ScanReport:
+    """A report file read back (checked against its own per-sample columns), with the views."""
+    return ScanReport.of(model.load_report(path))
+
+
+def _report(result: ScanRun, data: EvalSet, run: RunSpec, options: dict,
+            examples_dir: Path | None = None) -> ScanReport:
     report = build_report(result.evaluations, data=data.describe(), battery=result.battery.config(), seed=run.seed,
                           device=", ".join(sorted({str(t.device) for t in result.targets})), options=options,
                           stopped=result.stopped, not_started=result.not_started)
@@ -98,7 +131,7 @@ def _report(result: ScanRun, data: EvalSet, run: RunSpec, options: dict, example
         if examples_dir is not None:
             summary.update(folder=str(examples_dir), index=str(Path(examples_dir) / "index.csv"))
         entry.examples_check = summary
-    return report
+    return ScanReport.of(report)
 
 
 def _plain(spec: Any) -> dict:

@@ -22,6 +22,7 @@ from robustbench_cli.core.data import EvalSet
 from robustbench_cli.core.threat_model import ThreatModel
 from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.evaluation.examples import check_examples, quantise, select
+from robustbench_cli.reports.html import to_html
 from robustbench_cli.reports.images import image_array
 from robustbench_cli.reports.model import report_schema
 from robustbench_cli.targets.pytorch import TorchTarget
@@ -229,7 +230,7 @@ def test_html_is_self_contained_and_embeds_the_described_images(scanned):
 def test_html_from_json_alone_says_examples_are_missing(run_cli, scanned, tmp_path):
     from robustbench_cli.reports.model import Report
 
-    page = Report.from_dict(scanned["report"]).to_html()
+    page = to_html(Report.from_dict(scanned["report"]))
     assert "No examples" in page and "data-role" not in page
 
 

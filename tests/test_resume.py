@@ -269,3 +269,17 @@ def test_a_failed_write_leaves_every_report_as_it_was(tmp_path, monkeypatch):
         io.atomic_write_all([(first, "new a"), (second, "new b")])
     assert first.read_text() == "old a" and second.read_text() == "old b"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.md"]  # no temporaries left
+
+
+def test_a_second_scan_on_the_same_report_is_refused_while_the_first_runs(tmp_path, run_cli):
+    """Two scans writing one -o at once would lose a report (and share a state file): the second is one line."""
+    from robustbench_cli.core.io import output_lock
+
+    out = tmp_path / "r.json"
+    with output_lock(out):  # a scan in progress holds it
+        res = run_cli("scan", ONNX, "--data", "mnist", "--n", "5", "--attacks", "noise", "--eps", "0.3", "-o", out)
+    assert res.exit_code == 2 and "another robust scan" in res.stderr and str(out) in res.stderr
+    assert not out.exists()
+    res = run_cli("scan", ONNX, "--data", "mnist", "--n", "5", "--attacks", "noise", "--eps", "0.3", "-o", out)
+    assert res.exit_code == 0 and out.exists()  # released: the next scan runs
+    assert not (tmp_path / "r.json.lock").exists()

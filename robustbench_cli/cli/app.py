@@ -34,6 +34,8 @@ def user_errors(debug: bool):
     every time."""
     try:
         with warnings.catch_warnings():
+            if not debug:  # libraries' warnings (torch, onnxruntime, matplotlib) stay off the one-line contract
+                warnings.simplefilter("ignore")
             warnings.simplefilter("always", Notice)
             shown = warnings.showwarning
 

@@ -211,7 +211,6 @@ def _tuple(values: list[float] | None) -> tuple[float, ...] | None:
 
 def run_scan(cfg: ScanConfig):
     """Run the scan, write its reports, judge its gate; the verdict (None without a gate)."""
-    from robustbench_cli import api
     from robustbench_cli.gate.plan import GatePlan
 
     outputs = cfg.outputs.paths()
@@ -226,10 +225,18 @@ def run_scan(cfg: ScanConfig):
         from robustbench_cli.gate.rules import check_rules_against_threats
 
         check_rules_against_threats(plan.rules, cfg.run.threat_models())
+    from robustbench_cli.core.io import output_lock
     from robustbench_cli.evaluation.interrupts import terminate_as_interrupt
 
     terminate_as_interrupt()
     progress, update = make_progress(err)
+    with output_lock(outputs[0]):  # held until the reports are written: one scan per report, and per state file
+        return _run_and_write(cfg, plan, outputs, progress, update)
+
+
+def _run_and_write(cfg: ScanConfig, plan, outputs: list[Path], progress, update):
+    from robustbench_cli import api
+
     with progress:
         outcome = api.run(cfg, progress=update)
     rep = outcome.report

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from robustbench_cli.core.errors import TargetError, UserError
@@ -84,3 +86,34 @@ def writable_parent(path: Path, label: str) -> Path:
     if not os.access(parent, os.W_OK):
         raise UserError(f"{label}: folder {parent} is not writable")
     return parent
+
+
+@contextlib.contextmanager
+def output_lock(path: Path) -> Iterator[None]:
+    """Hold ``<path>.lock`` for a scan's whole run: a second scan writing the same report (and so the same state file)
+    is refused with one line instead of silently replacing the first one's report. Released, and removed, at the end;
+    where the platform has no ``fcntl`` the scan runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    lock = Path(path).with_name(Path(path).name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            raise UserError(f"another robust scan (pid {holder}) is writing {path}; wait for it to finish or give "
+                            "another -o") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

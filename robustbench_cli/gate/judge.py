@@ -120,7 +120,20 @@ def judge(report: Report, rules: list[Rule], *, baseline: Report | None = None, 
             blabel, bresults = reference[t]
             b = next((x for x in bresults if same_threat(x.key, r.key)), None)
             checks.append(_max_drop(rule, names[t], r, blabel, b, paired, alpha))
+        _distrust(checks[-1], r)
     return _verdict(checks, rules, report_name, baseline_text, paired, alpha)
+
+
+# findings that say the scan did not measure the model the user meant: a number from such a scan passes no gate
+UNSOUND = ("random-weights", "clean-accuracy")
+
+
+def _distrust(c: Check, r: Result) -> None:
+    """A passing check on a result whose scan measured the wrong thing becomes "could not judge" (exit 2)."""
+    bad = [d.check for d in r.diagnostics if not d.passed and d.check in UNSOUND]
+    if bad and c.status == "pass":
+        c.status = "n/a"
+        c.message += f"; not judged: the scan's {', '.join(bad)} check failed (see docs/diagnostics.md)"
 
 
 def _verdict(checks: list[Check], rules: list[Rule], report_name: str, baseline: str | None, paired: bool,

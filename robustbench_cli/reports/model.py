@@ -300,29 +300,6 @@ class Report:
         run = self.options.get("run")
         return run.get(name) if isinstance(run, dict) else self.options.get(name)
 
-    # --- views --------------------------------------------------------------------------------------------------------
-    def summary_frame(self):
-        from robustbench_cli.reports.frames import summary_frame
-
-        return summary_frame(self)
-
-    def samples_frame(self):
-        """One row per (target, threat, sample), as pandas."""
-        from robustbench_cli.reports.frames import samples_frame
-
-        return samples_frame(self)
-
-    def to_html(self, examples=None) -> str:
-        from robustbench_cli.reports.html import to_html
-
-        return to_html(self, examples)
-
-    def write(self, *paths: str | Path, examples=None) -> list[Path]:
-        """Write the report in the formats its file names say (.json, .csv, .md, .html, .xml, .sarif), all or none."""
-        from robustbench_cli.reports.writers import check_outputs, write_reports
-
-        return write_reports(self, check_outputs([str(p) for p in paths]), examples=examples)
-
 
 def report_schema() -> dict:
     """The JSON Schema (draft 2020-12) that documents ``robust-report/1``."""
