@@ -50,6 +50,17 @@ def files(tmp_path_factory) -> dict[str, str]:
         "import sys\nimport torch\n\n\nclass Net(torch.nn.Module):\n"
         "    def forward(self, x):\n        sys.exit(0)  # a model that ends the process: CI must not read a pass\n")
     f["exit_py"] = str(d / "exits.py")
+    import gzip as _gzip
+    import pickle as _pickle
+
+    header = bytes([0, 0, 8, 3]) + (80_000).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2  # 63 MB declared
+    (d / "bomb-images-idx3-ubyte.gz").write_bytes(_gzip.compress(header + bytes(80_000 * 784), 9))
+    (d / "bomb-labels-idx1-ubyte.gz").write_bytes(_gzip.compress(bytes([0, 0, 8, 1]) + (80_000).to_bytes(4, "big")
+                                                                  + bytes(80_000)))
+    f["gz_bomb"] = str(d / "bomb-images-idx3-ubyte.gz")
+    (d / "memo_batch").mkdir()
+    (d / "memo_batch" / "test_batch").write_bytes(_pickle.dumps({b"data": [bytes(3072)] * 100, b"labels": [0] * 100}))
+    f["memo_cifar"] = str(d / "memo_batch")
     f["mismatch"] = str(d / "mismatch.pt")
     torch.save({"model": zoo.load(), "epoch": 3}, d / "full_model.pt")  # a pickled nn.Module
     f["full_model"] = str(d / "full_model.pt")
@@ -408,6 +419,8 @@ CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
                              ("not in the local cache", "HF_HUB_CACHE")),
     "eot-huge": ([ONNX, "--data", "{ok_npz}", "--eot", "1000000000000"], ("--eot must be in 1..10,000",)),
     "model-calls-sys-exit": (["{exit_py}:Net", "--data", "{ok_npz}"], ("called sys.exit(0)", "no report")),
+    "data-gzip-bomb": ([ONNX, "--data", "{gz_bomb}"], ("unpacks to", "over the limit", "ROBUST_MAX_DATA_BYTES")),
+    "data-cifar-memo-references": ([ONNX, "--data", "{memo_cifar}"], ("CIFAR 'data' must be a uint8 array",)),
     "eps-missing": ([ONNX, "--data", "{ok_npz}"], ("give the threat model", "--eps 0.3", "no default")),
     "resize-not-a-size": ([ONNX, "--data", "{ok_npz}", "--resize", "big"], ("--resize", "HEIGHTxWIDTH")),
     "crop-larger-than-images": ([ONNX, "--data", "{ok_npz}", "--crop", "64"], ("--crop 64x64", "larger than the images")),
@@ -430,6 +443,7 @@ CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_is_one_clear_line(run_cli, files, case, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a hub model not in the cache fails at once, with no network retries
+    monkeypatch.setenv("ROBUST_MAX_DATA_BYTES", str(50 << 20))  # every good input here is far smaller
     args, words = CASES[case]
     res = run_cli("scan", *with_eps([a.format(**files) for a in args], case))
     assert_user_error(res, *words)

@@ -350,3 +350,43 @@ def test_sha256_tracks_pixels_and_labels(tmp_path, ten_rows):
     # the hash covers exactly the rows evaluated
     assert load_eval_set(ten_rows, n=9).sha256 != base.sha256
     assert load_eval_set(ten_rows, n=4, offset=0).sha256 != load_eval_set(ten_rows, n=4, offset=1).sha256
+
+
+# --- bad data read as good (issue 22) ---------------------------------------------------------------------------------
+def test_16_bit_png_folders_keep_their_depth(tmp_path):
+    from PIL import Image
+
+    from robustbench_cli.core.data import load_eval_set
+
+    values = np.array([[0, 1000], [32768, 65535]], dtype=np.uint16)
+    for k in range(2):
+        (tmp_path / str(k)).mkdir()
+        Image.fromarray((values + k).astype("<u2")).save(tmp_path / str(k) / "a.png")  # Pillow picks I;16
+    data = load_eval_set(str(tmp_path))
+    assert data.x.shape == (2, 1, 2, 2)
+    np.testing.assert_allclose(data.x[0, 0], values / 65535.0, atol=1e-6)  # not clipped to 0/1 pixels
+    assert 0.0 < data.x[0, 0, 0, 1] < 0.02 and 0.49 < data.x[0, 0, 1, 0] < 0.51
+
+
+def test_small_files_that_unpack_to_gigabytes_are_refused_before_allocating(tmp_path, monkeypatch):
+    import gzip
+    import pickle
+
+    from robustbench_cli.core.data import load_eval_set
+    from robustbench_cli.core.errors import DataError
+
+    monkeypatch.setenv("ROBUST_MAX_DATA_BYTES", "100000")
+    header = bytes([0, 0, 8, 3]) + (1000).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    (tmp_path / "bomb-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + bytes(1000 * 784)))
+    (tmp_path / "bomb-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes([0, 0, 8, 1]) + (1000).to_bytes(4, "big")
+                                                                       + bytes(1000)))
+    with pytest.raises(DataError, match="over the limit of 100,000.*ROBUST_MAX_DATA_BYTES"):
+        load_eval_set(str(tmp_path / "bomb-images-idx3-ubyte.gz"))
+    np.savez_compressed(tmp_path / "big.npz", x=np.zeros((200, 1, 28, 28), np.uint8), y=np.zeros(200, np.int64))
+    with pytest.raises(DataError, match="unpacks to 156,928 bytes, over the limit"):
+        load_eval_set(str(tmp_path / "big.npz"))
+    # a CIFAR batch whose data is a list of one bytes object referenced many times (pickle memo): refused
+    row = bytes(3072)
+    (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": [row] * 1000, b"labels": [0] * 1000}))
+    with pytest.raises(DataError, match="must be a uint8 array"):
+        load_eval_set(str(tmp_path / "test_batch"))

@@ -11,7 +11,7 @@ from torch import nn
 from robustbench_cli.core.results import AttackOutcome, ThreatResult
 from robustbench_cli.core.threat_model import ThreatModel
 from robustbench_cli.evaluation import Battery, Entry, evaluate
-from robustbench_cli.evaluation.diagnostics import check_cascade, check_target
+from robustbench_cli.evaluation.diagnostics import check, check_cascade, check_target
 from robustbench_cli.targets.base import LabelOnly, ScoresOnly
 from robustbench_cli.targets.pytorch import TorchTarget
 
@@ -59,9 +59,28 @@ def _findings(module, threats=("linf:0.05",), view=None):
 
 def test_a_sound_model_passes_every_check():
     found, _ = _findings(lambda m: m, ("linf:0.02", "linf:0.1"))
-    assert {"deterministic-outputs", "gradients", "epsilon-monotone", "unbounded-epsilon"} <= set(found)
+    assert {"deterministic-outputs", "batch-independent-outputs", "gradients", "epsilon-monotone",
+            "unbounded-epsilon"} <= set(found)
     assert all(f["passed"] for f in found.values()), found
     assert "logit-outputs" not in found
+
+
+class BatchStats(torch.nn.Module):
+    """Normalises by its batch's statistics, as BatchNorm left in training mode does."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x - x.mean(dim=0, keepdim=True))
+
+
+def test_outputs_that_depend_on_the_batch_are_flagged():
+    found, _ = _findings(BatchStats)
+    assert found["deterministic-outputs"]["passed"] is True  # the same batch twice agrees: the old probe was blind
+    assert found["batch-independent-outputs"]["passed"] is False
+    assert "--batch-size" in found["batch-independent-outputs"]["message"]
 
 
 def test_randomised_outputs_are_flagged():
@@ -80,13 +99,33 @@ def test_masked_gradients_are_flagged():
 
 
 def test_unbounded_epsilon_is_quiet_on_sound_black_boxes():
-    for view, attack in ((ScoresOnly, "square"), (LabelOnly, "noise")):
+    for view, attack in ((ScoresOnly, "square"), (LabelOnly, "swap")):
         found, ev = _findings(lambda m: m, view=view)
         assert "gradients" not in found
         assert ev.probes["unbounded"]["attack"] == attack
         assert found["unbounded-epsilon"]["passed"] is True, found["unbounded-epsilon"]
-        # Square stops each sample at its first success; noise draws at most 10 per sample, verification included
-        assert 0 < ev.probes["unbounded"]["model_rows"] <= 40 * (101 if attack == "square" else 11)
+        # Square stops each sample at its first success; the swap is one verification query per sample
+        assert 0 < ev.probes["unbounded"]["model_rows"] <= 40 * (101 if attack == "square" else 1)
+
+
+def test_the_label_only_probe_breaks_a_healthy_cnn_and_not_a_constant_model():
+    """Issue 22: with --access labels, noise at Linf 1 left 8 of 20 inputs of the healthy embedded CNN correct and the
+    check cried wolf; the swap probe breaks every one of them, and still fails on a model that ignores its input."""
+    from robustbench_cli import zoo
+    from robustbench_cli.core.data import load_eval_set
+    from robustbench_cli.core.threat_model import ThreatModel
+    from robustbench_cli.evaluation import Battery, Entry, evaluate
+    from robustbench_cli.evaluation.diagnostics import check_target
+    from robustbench_cli.targets import TargetSpec, load_target
+
+    target = load_target(TargetSpec(zoo.SPEC, weights=str(zoo.WEIGHTS), access="labels", device="cpu"))
+    data = load_eval_set("mnist:test", n=40)
+    ev = evaluate(target, data, [ThreatModel.parse("linf:0.1")], Battery("b", 1, [Entry("noise", "noise", {})]))
+    found = {f["check"]: f for f in check_target(ev)}
+    assert ev.probes["unbounded"]["attack"] == "swap" and ev.probes["unbounded"]["still_correct"] == 0
+    assert found["unbounded-epsilon"]["passed"] is True
+    found, ev = _findings(Constant, view=LabelOnly)
+    assert found["unbounded-epsilon"]["passed"] is False  # one class for everything: nothing to swap, noise fails
 
 
 def test_a_model_that_ignores_its_input_fails_unbounded_epsilon():
@@ -142,3 +181,32 @@ def test_robust_accuracy_rising_with_epsilon_is_flagged():
     assert found["epsilon-monotone"]["passed"] is False
     assert "linf:0.1" in found["epsilon-monotone"]["message"]
     assert np.isclose(big.robust_accuracy, big.clean_accuracy)
+
+
+class NaNOffGrid(torch.nn.Module):
+    """Finite scores on 8-bit images, NaN anywhere else: every perturbed candidate gets NaN scores."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        z = self.inner(x)
+        off = ((x * 255 - torch.round(x * 255)).abs() > 1e-3).flatten(1).any(dim=1)
+        return torch.where(off[:, None], torch.full_like(z, float("nan")), z)
+
+
+def test_nan_scores_are_never_breaks_and_are_counted():
+    """Issue 22: NaN answers used to be argmax'ed into a 'misclassification' and counted as breaks."""
+    W, b, data = random_linear_problem(40, 12, 3, seed=0)
+    data.x = np.round(data.x * 255).astype(np.float32) / 255
+    module = linear_module(W, b)
+    with torch.no_grad():
+        data.y = module(torch.from_numpy(data.x)).argmax(1).numpy()
+    target = TorchTarget(NaNOffGrid(module), "m")
+    ev = evaluate(target, data, [ThreatModel.parse("linf:0.2")], Battery("t", 1, [Entry("pgd", "pgd", {"steps": 5})]))
+    r = ev.results[0]
+    assert r.robust_accuracy == r.clean_accuracy == 1.0  # nothing broke: every candidate was NaN
+    assert r.nonfinite.sum() >= len(data)
+    found = {f["check"]: f for f in check(r)}
+    assert found["finite-scores"]["passed"] is False and "NaN" in found["finite-scores"]["message"]

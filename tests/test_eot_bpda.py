@@ -184,7 +184,7 @@ def test_rounding_defeats_pgd_the_diagnostics_flag_it_and_square_recovers_the_tr
     # the probe's unbounded PGD ran on the 64 probe rows (all clean-correct): 10 steps + final check + verification
     u = ev.probes["unbounded"]
     assert u["rows"] == 64 and u["still_correct"] == 64 and u["model_rows"] == 64 * 12
-    assert ev.probes["model_rows"] == 2 * 64 + 64 + u["model_rows"] + 1  # + the size probe when binding (one row)
+    assert ev.probes["model_rows"] == 3 * 64 + 64 + u["model_rows"] + 1  # repeat, batch composition, gradients, size probe
 
 
 def test_bpda_recovers_the_exact_robust_accuracy_and_quiets_the_diagnostics(grid_data):

@@ -283,3 +283,21 @@ def test_wilson_and_mcnemar_against_scipy():
     for b, c in [(0, 0), (5, 0), (8, 2), (30, 41), (400, 350)]:
         expected = 1.0 if b + c == 0 else stats.binomtest(b, b + c).pvalue
         assert mcnemar_exact(b, c) == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_gate_does_not_pass_a_scan_that_measured_the_wrong_model():
+    """random-weights and clean-accuracy findings: a check that would pass is 'could not judge' (exit 2)."""
+    from report_factory import synthetic_report
+
+    from robustbench_cli.core.errors import ExitCode
+    from robustbench_cli.gate.judge import judge
+    from robustbench_cli.gate.rules import collect_rules
+    from robustbench_cli.reports.model import Finding
+
+    rep = synthetic_report(targets=(("m.onnx", 0.45),), threats=("linf:8/255",))
+    rules = collect_rules(["robust_accuracy@linf:8/255=10%"], [])
+    assert judge(rep, rules).exit_code == ExitCode.OK
+    rep.results[0].diagnostics.append(Finding(check="clean-accuracy", passed=False, message="at chance"))
+    verdict = judge(rep, rules)
+    assert verdict.exit_code == ExitCode.ERROR and verdict.checks[0].status == "n/a"
+    assert "clean-accuracy check failed" in verdict.checks[0].message

@@ -106,3 +106,4 @@ def test_the_rules_themselves():
     assert safe.html("<a href='x'>\x07") == "&lt;a href=&#x27;x&#x27;&gt;\\x07"
     assert safe.xml("ok\x00\x1f") == "ok\\x00\\x1f"
     assert safe.markdown("a|b\nc") == "a\\|b\\\\x0ac"  # the break shown as text, its backslash escaped
+

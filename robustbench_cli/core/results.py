@@ -62,6 +62,8 @@ class ThreatResult:
     # goal class on the model's own scores, reversed when targeted; > 0 reached the goal), -inf before any attack.
     # Entries with ``closest`` spend their restarts on the undecided samples where it is highest
     best_margin: np.ndarray | None = None
+    # int per sample: candidates the model answered with NaN or infinite scores (never counted as a break)
+    nonfinite: np.ndarray | None = None
     # the diagnostic checks of this result (evaluation/diagnostics.py), each {"check", "passed", "message", ...}
     findings: list[dict] = field(default_factory=list)
 

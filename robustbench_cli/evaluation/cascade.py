@@ -195,7 +195,7 @@ class _Run:
             clean_pred=self.clean_pred, goal=goal, eligible=eligible, robust=correct.copy(),
             adv_pred=np.full(n, -1, dtype=np.int64), distance=np.full(n, np.nan), queries=np.zeros(n, dtype=np.int64),
             broken_by=[None] * n, queries_at_break=np.zeros(n, dtype=np.int64), min_distance=np.full(n, np.nan),
-            certified=np.zeros(n, dtype=bool), best_margin=np.full(n, -np.inf),
+            certified=np.zeros(n, dtype=bool), best_margin=np.full(n, -np.inf), nonfinite=np.zeros(n, dtype=np.int64),
         )
         if self.keep_adversarials:
             res.adversarial = np.full(self.data.x.shape, np.nan, dtype=np.float32)
@@ -308,6 +308,8 @@ class _Run:
         assert outcome.broken_mask is not None and outcome.queries is not None and outcome.done_mask is not None
         x0 = self.x_all[torch.as_tensor(idx, device=self.device)]
         hit = verdict.success.cpu().numpy()
+        if res.nonfinite is not None:
+            res.nonfinite[idx] += (~verdict.finite).cpu().numpy()
         dist = threat.exact_distance(verdict.candidate, x0).cpu().numpy()  # float64: <= epsilon exactly
         found = np.where(hit, dist, np.nan)
         if step.attack.minimum_norm:

@@ -40,7 +40,8 @@ from robustbench_cli.targets.base import Capability, Oracle
 
 PROBE_ROWS = 64  # clean inputs used by the probes: enough to see a pattern, cheap next to any attack
 REPEAT_TOL = 1e-4  # scores of identical calls may differ by this much, relative to the largest score (at least 1)
-UNBOUNDED = {"pgd": {"steps": 10, "random_start": False}, "square": {"max_queries": 100}, "noise": {"draws": 10}}
+UNBOUNDED = {"pgd": {"steps": 10, "random_start": False}, "square": {"max_queries": 100}, "swap": {},
+             "noise": {"draws": 10}}
 UNBOUNDED_LEVEL = 0.01  # the binomial test's level: a model exactly at chance fails 1% of the time; a sound model,
 # whose unbounded attack leaves next to nothing, practically never
 BLACKBOX_MIN_BROKEN = 2  # a query attack's breaks after the gradient attacks that count as a finding: this many,
@@ -74,8 +75,17 @@ def probe(target, x: torch.Tensor, clean_scores: torch.Tensor, labels) -> dict:
     first = target.scores(x[:k])
     again = target.scores(x[:k])
     diff = float((again.float() - first.float()).abs().max())
+    # the same inputs in another composition (reversed, in batches of 3): a model whose outputs depend on the rest of
+    # its batch (BatchNorm or dropout left in training mode) changes here and not above
+    order = torch.arange(k - 1, -1, -1)
+    try:
+        mixed = torch.cat([target.scores(x[order[i:i + 3].to(x.device)]) for i in range(0, k, 3)])[order.argsort()]
+        batch_diff: float | None = float((mixed.float() - first.float()).abs().max())
+    except torch.OutOfMemoryError:  # small batches that do not fit say nothing about the model: no finding
+        batch_diff = None
     finite = first[torch.isfinite(first)]
-    out = {"rows": k, "model_rows": 2 * k + target.take_setup_rows(), "repeat_max_abs_diff": diff,
+    out = {"rows": k, "model_rows": 3 * k + target.take_setup_rows(), "repeat_max_abs_diff": diff,
+           "batch_max_abs_diff": batch_diff,
            "scores_max_abs": float(finite.abs().max()) if finite.numel() else 0.0, "output_kind": target.output_kind}
     if Capability.GRADIENTS in target.capabilities:
         xs = x[:k].detach().clone().requires_grad_(True)
@@ -89,16 +99,22 @@ def probe(target, x: torch.Tensor, clean_scores: torch.Tensor, labels) -> dict:
         out["grad_zero"] = int((norms == 0).sum())
     pred = clean_scores[:k].argmax(dim=1).cpu()
     correct = (pred == torch.as_tensor(labels[:k])).nonzero().squeeze(1)
-    out["unbounded"] = _unbounded(target, x[:k], torch.as_tensor(labels[:k]), correct)
+    out["unbounded"] = _unbounded(target, x[:k], torch.as_tensor(labels[:k]), correct, pred)
     out["model_rows"] += out["unbounded"]["model_rows"]
     return out
 
 
-def _unbounded(target, x: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor) -> dict:
-    """Attack the clean-correct probe rows with epsilon = the whole box; verify as the harness does."""
+def _unbounded(target, x: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, pred: torch.Tensor) -> dict:
+    """Attack the clean-correct probe rows with epsilon = the whole box; verify as the harness does.
+
+    The attack fits the access level: PGD with gradients, Square with scores, and with labels only a swap: another
+    probe input that the model puts in another class is inside the whole box, so a healthy model is broken by it
+    (random noise, the older label-only probe, left healthy models "robust" and cried wolf)."""
 
     caps = target.capabilities
-    name = "pgd" if Capability.GRADIENTS in caps else "square" if Capability.SCORES in caps else "noise"
+    name = "pgd" if Capability.GRADIENTS in caps else "square" if Capability.SCORES in caps else "swap"
+    if name == "swap" and len(set(pred.tolist())) < 2:
+        name = "noise"  # one class for every probe input: nothing to swap in
     lo, hi = target.bounds
     threat = _WholeBox(Norm.LINF, float(hi - lo), "box")
     m = len(rows)
@@ -110,7 +126,12 @@ def _unbounded(target, x: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor
     x0 = x[rows.to(dev)]
     goal = Goal(labels[rows].to(dev), False)
     oracle = Oracle(target, m)
-    cand = create(name, **UNBOUNDED[name]).run(oracle, x0, goal, threat, SampleRng(0, "probe/unbounded", rows.tolist(), dev))
+    if name == "swap":  # for each row, the first probe input the model puts in another class: no query to choose it
+        other = torch.stack([torch.nonzero(pred != int(y))[0, 0] for y in goal.labels.cpu()])
+        cand = x[other.to(dev)]
+    else:
+        cand = create(name, **UNBOUNDED[name]).run(oracle, x0, goal, threat,
+                                                   SampleRng(0, "probe/unbounded", rows.tolist(), dev))
     cand = cand.detach()
     cand = threat.project(torch.where(torch.isfinite(cand), cand, x0).to(x0.dtype), x0, target.bounds)
     pred = oracle.predict(cand, exact=True).to(dev)  # the model itself decides, as in the harness
@@ -129,8 +150,22 @@ def _eot_draws(e: Evaluation) -> int:
     return max([int(a.config.get("eot", 1)) for r in e.results for a in r.attacks if not a.skipped] or [1])
 
 
+def _finite(r: ThreatResult) -> list[dict]:
+    """``finite-scores``: candidates the model answered with NaN or inf are never breaks, and are counted."""
+    if r.nonfinite is None:
+        return []
+    bad = int(r.nonfinite[r.eligible].sum())
+    samples = int((r.nonfinite[r.eligible] > 0).sum())
+    return [{"check": "finite-scores", "passed": bad == 0, "message": (
+        "every candidate the harness verified got finite scores" if bad == 0 else
+        f"the model returned NaN or infinite scores for {bad} candidate(s) on {samples} sample(s); none of them "
+        "counts as a break, but a model that fails numerically near its inputs can hide breaks there (and a "
+        "deployed one would misbehave): check its numerics (overflow in exp, division by a norm) before trusting "
+        "this robust accuracy")}]
+
+
 def check(r: ThreatResult) -> list[dict]:
-    out = []
+    out = _finite(r)
     yardsticks = [a for a in r.attacks if a.family == "baseline" and a.broken_mask is not None]
     for noise in yardsticks:
         for a in r.attacks:
@@ -163,6 +198,16 @@ def check_target(e: Evaluation) -> list[dict]:
         diff = p["repeat_max_abs_diff"]
         ok = not randomised(p)
         eot = _eot_draws(e)
+        if p.get("batch_max_abs_diff") is not None and ok:
+            bdiff = p["batch_max_abs_diff"]
+            bok = bdiff <= REPEAT_TOL * max(1.0, p.get("scores_max_abs", 1.0))
+            out.append({"check": "batch-independent-outputs", "passed": bok, "message": (
+                f"the same {p['rows']} clean inputs in batches of another size and order gave the same scores (max "
+                f"difference {bdiff:.2g})" if bok else
+                f"the same {p['rows']} clean inputs in batches of another size and order gave different scores (max "
+                f"difference {bdiff:.2g}): the model's output depends on the rest of its batch (BatchNorm or dropout "
+                "left in training mode?); call model.eval() before export or scan, or results change with "
+                "--batch-size")})
         out.append({"check": "deterministic-outputs", "passed": ok, "message": (
             f"the same {p['rows']} clean inputs asked twice gave the same scores (max difference {diff:.2g})" if ok else
             f"the same {p['rows']} clean inputs asked twice gave different scores (max difference {diff:.2g}): a "

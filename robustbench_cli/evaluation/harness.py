@@ -28,6 +28,7 @@ class Verdict:
     pred: torch.Tensor  # the model's class for each (projected) candidate
     candidate: torch.Tensor  # the projected candidates, exactly what the model was asked
     margin: torch.Tensor  # best other class minus the goal class (reversed when targeted); -inf for NaN scores
+    finite: torch.Tensor  # bool per row: every score finite (a NaN or inf answer is never a success)
 
 
 def verify(oracle: Oracle, target: Target, threat: ThreatModel, cand: torch.Tensor, x0: torch.Tensor,
@@ -40,10 +41,11 @@ def verify(oracle: Oracle, target: Target, threat: ThreatModel, cand: torch.Tens
     rows = torch.arange(len(x0))
     scores = oracle.scores(cand, rows, exact=True).to(x0.device)  # the model itself, never a faster stand-in
     pred = scores.argmax(dim=1)
-    success = goal.reached(pred) & inside & ~target.rejects(cand).to(x0.device)
+    finite = torch.isfinite(scores).all(dim=1)
+    success = goal.reached(pred) & inside & finite & ~target.rejects(cand).to(x0.device)
     closeness = margin(scores.float(), goal)
     closeness = torch.where(torch.isnan(closeness), torch.full_like(closeness, -math.inf), closeness)
-    return Verdict(success, pred, cand, closeness)
+    return Verdict(success, pred, cand, closeness, finite)
 
 
 def verify_beyond(oracle: Oracle, target: Target, threat: ThreatModel, raw: torch.Tensor, x0: torch.Tensor,

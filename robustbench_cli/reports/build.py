@@ -114,6 +114,7 @@ def _threat_entry(r: ThreatResult) -> dict:
         "robust_accuracy_by_epsilon": epsilon_curve(r),
         # a lower bound next to the attacks' upper bound: the share of samples a sound certificate proved robust
         "certified_accuracy": r.certified_accuracy,
+        "nonfinite_candidates": None if r.nonfinite is None else int(r.nonfinite[r.eligible].sum()),
         "certificate": r.certificate,
         "diagnostics": list(r.findings),
         "attacks": attacks,

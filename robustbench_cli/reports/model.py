@@ -119,6 +119,7 @@ class Result:
     robust_accuracy_curve: list[float | None]
     robust_accuracy_by_epsilon: dict | None = field(default=None, metadata=OPT)
     certified_accuracy: float | None = None
+    nonfinite_candidates: int | None = field(default=None, metadata=OPT)  # candidates answered with NaN/inf scores
     certificate: dict | None = None
     diagnostics: list[Finding]
     attacks: list[AttackRow]
