@@ -151,8 +151,9 @@ class ResNet20(nn.Module):
 
     def __init__(self, blocks: int = 3):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(self.MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(self.STD).view(1, 3, 1, 1))
+        # not part of the checkpoint: the published state dict has no normalisation entries
+        self.register_buffer("mean", torch.tensor(self.MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.STD).view(1, 3, 1, 1), persistent=False)
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         layers, cin = [], 16

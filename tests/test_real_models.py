@@ -315,3 +315,30 @@ def test_a_converted_graph_that_disagrees_with_onnxruntime_is_refused(normalised
     x, _ = _images(n=2)
     with pytest.raises(DataError, match="disagrees with onnxruntime"):
         target.bind((3, 32, 32), torch.from_numpy(x))
+
+
+SHARED_ONNX = [("models_mnist", "marabou__cnn_max_mninst2.onnx", "mnist:test", "0.05"),  # NHWC
+               ("models_mnist", "marabou__mnist2x10.onnx", "mnist:test", "0.05"),  # flat MLP, dynamic batch
+               ("models_mnist", "marabou__mnist5x20_leaky_relu.onnx", "mnist:test", "0.05"),
+               ("models_cifar10", "vnncomp2022__cifar_biasfield_cifar_base.onnx", "cifar10", "2/255")]  # fixed batch 1
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("folder, name, data, eps", SHARED_ONNX, ids=[n.split(".")[0] for _, n, _, _ in SHARED_ONNX])
+def test_opened_shared_onnx_nets_are_at_least_as_weak_as_their_black_box_scan(run_cli, tmp_path, folder, name, data, eps):
+    """Every shared ONNX layout converts; the white-box attack on the opened graph (every answer from onnxruntime)
+    leaves no more samples robust than the black-box battery under a 500-query budget, on the same images."""
+    from conftest import shared_path
+
+    model = shared_path(folder, name)
+    args = ["--data", str(shared_path("cifar10", "cifar10_test_first100_lossless.npz")) if data == "cifar10" else data,
+            "--n", "20", "--eps", eps, "--seed", "0"]
+    if data == "cifar10":
+        args += ["--mean", ",".join(map(str, MEAN)), "--std", ",".join(map(str, STD))]
+    opened = run_cli("scan", model, "--access", "gradients", "--attacks", "pgd", *args, "-o", tmp_path / "g.json")
+    assert opened.exit_code == 0, opened.stderr
+    closed = run_cli("scan", model, "--preset", "blackbox", "--queries", "500", *args, "-o", tmp_path / "b.json")
+    assert closed.exit_code == 0, closed.stderr
+    g, b = (json.loads((tmp_path / f"{k}.json").read_text())["results"][0] for k in ("g", "b"))
+    assert g["samples"]["clean_pred"] == b["samples"]["clean_pred"]  # both answered by onnxruntime
+    assert g["robust_accuracy"] <= b["robust_accuracy"], (g["robust_accuracy"], b["robust_accuracy"])

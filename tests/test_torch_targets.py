@@ -84,3 +84,18 @@ def test_timm_model_built_without_download():
 def test_unknown_timm_model_is_a_clear_error():
     with pytest.raises(TargetError, match="timm has no model"):
         load_target("timm:no_such_net_xyz")
+
+
+def test_a_checkpoint_from_before_batchnorm_counted_its_steps_loads(tmp_path):
+    """PyTorch < 0.4.1 wrote BatchNorm without num_batches_tracked (the akamaster CIFAR ResNets): not a mismatch."""
+    from torch import nn
+
+    from robustbench_cli.targets.pytorch import apply_state_dict
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    old = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    fresh = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    apply_state_dict(fresh, old, "old.pth")
+    assert torch.equal(fresh[0].weight, net[0].weight)
+    with pytest.raises(TargetError, match=r"missing keys: 1.weight"):
+        apply_state_dict(fresh, {k: v for k, v in old.items() if k != "1.weight"}, "cut.pth")

@@ -419,6 +419,10 @@ def apply_state_dict(module: nn.Module, sd: dict, path: str) -> None:
         if sd and all(k.startswith(prefix) for k in sd) and not any(k.startswith(prefix) for k in own):
             sd = {k[len(prefix):]: v for k, v in sd.items()}
     missing = sorted(set(own) - set(sd))
+    # checkpoints from PyTorch < 0.4.1 have no BatchNorm step counters: in eval mode the counter is never read
+    for k in [k for k in missing if k.endswith("num_batches_tracked")]:
+        sd[k] = own[k]
+        missing.remove(k)
     unexpected = sorted(set(sd) - set(own))
     if missing or unexpected:
         def show(keys):
