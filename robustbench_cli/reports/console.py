@@ -8,14 +8,17 @@ from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from robustbench_cli.core.naming import short_name
+from robustbench_cli.reports.compare import display_names
 from robustbench_cli.reports.frames import summary_frame, transfer_frame
 from robustbench_cli.reports.model import Report
 from robustbench_cli.reports.safe import terminal as t
 
 
-def _name(text: object) -> str:
-    """A target's short name, as the terminal may show it."""
-    return t(short_name(str(text)))
+def _namer(report: Report):
+    """Target name -> its label in the terminal: the short name, or the full one where short names would collide (the
+    same architecture with two checkpoints, a white box and its ONNX export), escaped for the terminal."""
+    labels = display_names(report)
+    return lambda name: t(labels.get(str(name), short_name(str(name))))
 
 
 def _pct(v) -> str:
@@ -23,6 +26,7 @@ def _pct(v) -> str:
 
 
 def render_summary(report: Report, console: Console) -> None:
+    _name = _namer(report)
     df = summary_frame(report)
     attack_cols = [c for c in df.columns if c.startswith("after:")]
     table = Table(title=f"robust · battery {t(report.battery_id)} · data {t(report.data['name'])} "
@@ -30,7 +34,8 @@ def render_summary(report: Report, console: Console) -> None:
     certified = "certified_accuracy" in df.columns
     for col, just in [("target", "left"), ("threat", "left"), ("n", "right"), ("clean", "right"), ("robust", "right"),
                       *([("certified", "right")] if certified else [])]:
-        table.add_column(col, justify=cast(JustifyMethod, just), style="bold" if col == "robust" else None)
+        table.add_column(col, justify=cast(JustifyMethod, just), style="bold" if col == "robust" else None,
+                         overflow="fold" if col in ("target", "threat") else "ellipsis")  # names wrap, never cut
     for c in attack_cols:
         table.add_column(t(c.removeprefix("after:")), justify="right", style="dim")
     table.add_column("queries/sample", justify="right")
@@ -86,6 +91,7 @@ def render_transfer(report: Report, console: Console) -> None:
     df = transfer_frame(report)
     if df.empty:
         return
+    _name = _namer(report)
     targets = list(df.columns[3:])
     table = Table(title="transfer: success rate of examples crafted on each surrogate, verified on each target")
     for col in ("threat", "attack", "surrogate"):
