@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -85,11 +86,7 @@ class ScanConfig:
 
     @classmethod
     def from_json(cls, text: str, where: str = "config") -> ScanConfig:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{where}: not valid JSON ({e})") from None
-        return cls.from_dict(data, where)
+        return cls.from_dict(_parse(text, json.loads, json.JSONDecodeError, "JSON", where), where)
 
     def to_toml(self) -> str:
         import tomli_w
@@ -98,11 +95,7 @@ class ScanConfig:
 
     @classmethod
     def from_toml(cls, text: str, where: str = "config") -> ScanConfig:
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise UserError(f"{where}: not valid TOML ({e})") from None
-        return cls.from_dict(data, where)
+        return cls.from_dict(_parse(text, tomllib.loads, tomllib.TOMLDecodeError, "TOML", where), where)
 
     # --- options, as the command line and [tool.robust.scan] give them ------------------------------------------------
     def with_options(self, options: dict[str, Any], where: str = "options") -> ScanConfig:
@@ -120,6 +113,14 @@ class ScanConfig:
             else:
                 cfg = replace(cfg, **{section: _replace(getattr(cfg, section), values, where)})
         return cfg
+
+
+def _parse(text: str, loads: Callable[[str], Any], error: type[Exception], kind: str, where: str) -> Any:
+    """A config's text as data, or one line saying where and why it does not parse."""
+    try:
+        return loads(text)
+    except error as e:
+        raise UserError(f"{where}: not valid {kind} ({e})") from None
 
 
 def _tuples(value: Any) -> Any:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from click.core import ParameterSource
 from rich.console import Console
 from rich.table import Table
 
@@ -190,7 +189,8 @@ def scan_config(ctx: typer.Context, p: dict[str, Any]) -> ScanConfig:
         resume=p["resume"],
     )
     defaults = pyproject_defaults(p["config"])
-    given = {name for name in p if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+    # by name: typer may carry its own copy of click, whose ParameterSource is another enum than click.core's
+    given = {name for name in p if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"}
     taken = {"threat": {"eps", "threat"}, "report": {"report"}, "preset": {"preset", "attacks"},
              "attacks": {"preset", "attacks"}}
     unset = {k: v for k, v in defaults.items() if not taken.get(k, {k.replace("-", "_")}) & given}
