@@ -136,6 +136,7 @@ def scan_config(ctx: typer.Context, p: dict[str, Any]) -> ScanConfig:
     from robustbench_cli.reports.writers import OutputSpec
     from robustbench_cli.targets import TargetSpec
 
+    defaults = pyproject_defaults(p["config"])  # [tool.robust.scan], read once
     if any(":" in e for e in p["eps"] or []):
         raise UserError("--eps takes a number (Linf); use --threat NORM:EPS for other norms")
     torch_models = [m for m in p["models"] if not m.lower().endswith(".onnx")]
@@ -172,7 +173,7 @@ def scan_config(ctx: typer.Context, p: dict[str, Any]) -> ScanConfig:
                       scale=p["data_scale"], resize=None if p["resize"] is None else parse_size(p["resize"], "--resize"),
                       crop=None if p["crop"] is None else parse_size(p["crop"], "--crop")),
         run=RunSpec(
-            threats=tuple([*(p["eps"] or []), *(p["threat"] or [])]) or _default_threats(p["config"]), preset=p["preset"],
+            threats=tuple([*(p["eps"] or []), *(p["threat"] or [])]) or _threats_of(defaults), preset=p["preset"],
             attacks=None if p["attacks"] is None else tuple(a.strip() for a in p["attacks"].split(",")),
             targeted=p["targeted"], queries=p["queries"], seed=p["seed"], batch_size=p["batch_size"], eot=p["eot"],
             certify=p["certify"], time_budget=None if p["time_budget"] is None else parse_duration(p["time_budget"]),
@@ -188,7 +189,6 @@ def scan_config(ctx: typer.Context, p: dict[str, Any]) -> ScanConfig:
                           p["junit"], p["summary"], p["github_annotations"]) if gating else None,
         resume=p["resume"],
     )
-    defaults = pyproject_defaults(p["config"])
     # by name: typer may carry its own copy of click, whose ParameterSource is another enum than click.core's
     given = {name for name in p if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"}
     taken = {"threat": {"eps", "threat"}, "report": {"report"}, "preset": {"preset", "attacks"},
@@ -201,7 +201,11 @@ def _default_threats(config: str | None) -> tuple[str, ...]:
     """The threats of ``[tool.robust.scan]`` when the command line gives none (epsilon has no built-in default)."""
     from robustbench_cli.config import pyproject_defaults
 
-    value = pyproject_defaults(config).get("threat", ())
+    return _threats_of(pyproject_defaults(config))
+
+
+def _threats_of(defaults: dict[str, Any]) -> tuple[str, ...]:
+    value = defaults.get("threat", ())
     return (value,) if isinstance(value, str) else tuple(str(v) for v in value)
 
 

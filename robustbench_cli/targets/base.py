@@ -27,6 +27,14 @@ class Capability(enum.Flag):
 
 
 
+def same_answers(got: torch.Tensor, want: torch.Tensor, rtol: float) -> bool:
+    """Whether a second route to a model's scores (an onnxruntime export, a converted graph) answers as the model
+    does: the same shape and classes, and scores within ``rtol`` of the largest score (at least 1)."""
+    scale = float(want.abs().max()) + 1.0
+    return got.shape == want.shape and bool((got.argmax(1) == want.argmax(1)).all()) \
+        and float((got - want).abs().max()) <= rtol * scale
+
+
 class Target(ABC):
     """A classifier seen through what its owner exposes."""
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from robustbench_cli.core.errors import DataError, TargetError
-from robustbench_cli.targets.base import Capability
+from robustbench_cli.targets.base import Capability, same_answers
 from robustbench_cli.targets.onnxrt import OnnxTarget
 from robustbench_cli.targets.pytorch import TorchTarget
 
@@ -103,9 +103,7 @@ class ConvertedOnnxTarget(TorchTarget):
         except Exception as e:  # noqa: BLE001 - the converted module's own failure
             raise DataError(f"{self.name}: the converted module fails on the data ({type(e).__name__}: "
                             f"{str(e).splitlines()[0][:160]}); scan it as a black box (--access scores)") from None
-        scale = float(want.abs().max()) + 1.0
-        if got.shape != want.shape or not bool((got.argmax(1) == want.argmax(1)).all()) \
-                or float((got - want).abs().max()) > AGREE_RTOL * scale:
+        if not same_answers(got, want, AGREE_RTOL):
             raise DataError(f"{self.name}: the converted module disagrees with onnxruntime on the first inputs "
                             f"(max score difference {float((got - want).abs().max()):.3g}); scan it as a black box "
                             "(--access scores)")

@@ -21,7 +21,7 @@ from torch import nn
 
 from robustbench_cli.core.errors import TargetError, TrustWarning
 from robustbench_cli.core.io import existing_file, file_sha256
-from robustbench_cli.targets.base import Capability, Target
+from robustbench_cli.targets.base import Capability, Target, same_answers
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "params", "weights")
 
@@ -168,9 +168,7 @@ class TorchTarget(Target):
             self.model.eval()  # whatever the exporter did, the target stays in inference mode
             if self.preprocess is not None:
                 self.preprocess.eval()
-        scale = float(want.abs().max()) + 1.0
-        if got.shape != want.shape or not bool((got.argmax(1) == want.argmax(1)).all()) \
-                or float((got - want).abs().max()) > 1e-4 * scale:
+        if not same_answers(got, want, 1e-4):
             self.details["fast_forward"] = "off (the export disagrees with the module)"
             return None
         self.details["fast_forward"] = "onnxruntime"
