@@ -7,7 +7,8 @@ rendered to every format. What must hold, per format:
 - JUnit XML: well-formed (ElementTree parses it), whatever control characters the string held;
 - Markdown: every table row keeps its columns (no unescaped ``|``) and no raw line break splits a row;
 - the terminal: no control character reaches it (escape sequences, carriage returns, bells);
-- JSON: the string comes back exactly.
+- JSON: the string comes back exactly;
+- SARIF: valid against the SARIF 2.1.0 schema, and the string comes back exactly as data.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from report_factory import synthetic_report
 from rich.console import Console
+from test_sarif import assert_valid_sarif
 
 from robustbench_cli.gate.judge import judge
 from robustbench_cli.gate.rules import collect_rules
@@ -30,7 +32,7 @@ from robustbench_cli.reports import safe
 from robustbench_cli.reports.console import render_summary
 from robustbench_cli.reports.html import to_html
 from robustbench_cli.reports.model import Finding, Report
-from robustbench_cli.reports.writers import to_csv, to_json, to_junit, to_markdown
+from robustbench_cli.reports.writers import to_csv, to_json, to_junit, to_markdown, to_sarif
 
 NASTY = ["<script>alert(1)</script>", "\"><img src=x onerror=alert(1)>", "=HYPERLINK(\"http://x\")", "+1+cmd|' /C calc'!A0",
          "@SUM(1)", "-2+3", "\x1b]0;owned\x07\x1b[31mred", "a|b|c", "line\nbreak\rreturn", "\x00\x01\x0b\x0c\x7f\x85",
@@ -98,6 +100,11 @@ def test_a_hostile_string_is_escaped_in_every_output(s):
 
     back = json.loads(to_json(rep))
     assert back["data"]["name"] == s and back["targets"][0]["name"] == f"{s}.onnx"
+
+    log = json.loads(to_sarif(rep))
+    assert_valid_sarif(log)
+    assert log["runs"][0]["properties"]["data"]["name"] == s
+    assert any(f"failed {s}" in x["message"]["text"] for x in log["runs"][0]["results"])
 
 
 def test_the_rules_themselves():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from robustbench_cli.core.errors import UserError
 from robustbench_cli.core.io import atomic_write_all, writable_parent
-from robustbench_cli.reports import compare, junit, safe, verdict
+from robustbench_cli.reports import compare, junit, safe, sarif, verdict
 from robustbench_cli.reports.frames import attacks_frame, summary_frame, transfer_frame
 from robustbench_cli.reports.html import to_html as render
 from robustbench_cli.reports.model import Report
@@ -76,13 +76,19 @@ def to_html(report: Report, examples=None) -> str:
     return render(report, examples)
 
 
+def to_sarif(report: Report) -> str:
+    """SARIF 2.1.0 for code scanning: one result per failed gate check and per failed sanity check, located at the
+    model file (relative to the working folder when it lies under it)."""
+    return sarif.to_sarif(report)
+
+
 def to_junit(report: Report) -> str:
     """JUnit XML of the report's gate: one test case per check (an empty suite when the scan had no gate)."""
     return junit.to_junit(report.gate, timestamp=report.created)
 
 
 WRITERS: dict[str, Callable[..., str]] = {
-    ".json": to_json, ".csv": to_csv, ".md": to_markdown, ".html": to_html, ".xml": to_junit,
+    ".json": to_json, ".csv": to_csv, ".md": to_markdown, ".html": to_html, ".xml": to_junit, ".sarif": to_sarif,
 }
 TAKES_EXAMPLES = {".html"}  # writers that also draw the adversarial examples kept in memory by the scan
 
