@@ -224,24 +224,3 @@ def test_scan_two_checkpoints_gates_the_second_against_the_first(run_cli, tiny, 
     # the report compares too, and `robust gate` on it reaches the same verdict
     assert run_cli("compare", out).exit_code == 0
     assert run_cli("gate", out, "--max-drop", "0pp").exit_code == r.exit_code
-
-
-def test_the_github_actions_example_uses_real_options(run_cli):
-    yaml = pytest.importorskip("yaml")
-    from pathlib import Path
-
-    from robustbench_cli.gate.rules import parse_rule
-
-    wf = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / "github-actions.yml").read_text())
-    steps = wf["jobs"]["robust"]["steps"]
-    script = next(s["run"] for s in steps if s.get("name") == "Scan and gate")
-    words = script.replace("\\\n", " ").split()
-    assert words[:2] == ["robust", "scan"]
-    help_text = run_cli("scan", "--help").stdout
-    for w in words:
-        if w.startswith("--"):
-            assert w in help_text, w
-    for opt, kind in (("--max-drop", "max-drop"), ("--fail-under", "fail-under")):
-        for i, w in enumerate(words):
-            if w == opt:
-                parse_rule(kind, words[i + 1])
