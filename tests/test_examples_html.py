@@ -8,9 +8,12 @@ import csv
 import html as htmlmod
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,9 +25,11 @@ from robustbench_cli.core.data import EvalSet
 from robustbench_cli.core.threat_model import ThreatModel
 from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.evaluation.examples import check_examples, quantise, select
+from robustbench_cli.gate.judge import judge
+from robustbench_cli.gate.rules import collect_rules
 from robustbench_cli.reports.html import to_html
 from robustbench_cli.reports.images import image_array
-from robustbench_cli.reports.model import report_schema
+from robustbench_cli.reports.model import Finding, report_schema
 from robustbench_cli.targets.pytorch import TorchTarget
 
 
@@ -209,7 +214,8 @@ def test_html_is_self_contained_and_embeds_the_described_images(scanned):
     imgs = _imgs(page)
     assert imgs and all(i["src"].startswith("data:image/png;base64,") for i in imgs)
     plots = [i for i in imgs if "data-plot" in i]
-    assert {i["data-norm"] for i in plots if i["data-plot"] == "robust-vs-epsilon"} == {"linf", "l2"}
+    assert not [i for i in plots if i["data-plot"] == "robust-vs-epsilon"]  # one epsilon per norm: no curve
+    assert "No curve for linf, l2" in page
     assert {i["data-threat"] for i in plots if i["data-plot"] == "success-vs-queries"} == {"linf:0.06", "l2:0.4"}
     rows = {(r["threat"], r["id"]): r for r in csv.DictReader(open(ex / "index.csv", newline=""))}
     cards = [i for i in imgs if i.get("data-role") == "adversarial"]
@@ -305,3 +311,114 @@ def test_html_renders_in_a_headless_browser(scanned, tmp_path):
             expect = pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, axis=2)
             assert (rgb == expect).all(), f"{got['role']} of sample {got['id']}: the browser shows other pixels"
     assert any(g["plot"] == "success-vs-queries" for g in seen) and any(g["role"] == "adversarial" for g in seen)
+
+
+# --- the page at a desktop's and a phone's width ----------------------------------------------------------------
+WIDTH_PROBE = """<!DOCTYPE html><html><head><meta charset="utf-8"></head><body style="margin:0">
+<iframe id="page" style="width:%(width)dpx;height:2400px;border:0" srcdoc="%(srcdoc)s"></iframe>
+<script>
+// headless chromium lays a --dump-dom page out at 500px at least: the report is measured inside an iframe that is
+// exactly as wide as the screen asked for (its own viewport, so media queries see that width too)
+document.getElementById('page').addEventListener('load', (ev) => {
+  const win = ev.target.contentWindow, doc = win.document, vw = win.innerWidth;
+  const wide = [];
+  for (const el of doc.body.querySelectorAll('*')) {
+    if (el.closest('.scroll')) continue;  // a table scrolls inside its own box: that is how it fits
+    const r = el.getBoundingClientRect();
+    if (r.right > vw + 1) wide.push(el.tagName.toLowerCase() + (el.className ? '.' + el.className : '') +
+                                    ' ' + Math.round(r.right));
+  }
+  const box = doc.getElementById('verdict-box');
+  const pre = document.createElement('pre');
+  pre.id = 'width-probe';
+  pre.textContent = JSON.stringify({scrollWidth: doc.documentElement.scrollWidth, innerWidth: vw,
+                                    wide: wide.slice(0, 10), verdictTop: box ? box.getBoundingClientRect().top : null});
+  document.body.appendChild(pre);
+});
+</script></body></html>"""
+
+
+def review_report():
+    """A report that strains the layout: a long path without spaces, two models, a failed gate, failed checks."""
+    long = "/home/ci/work/" + "a_directory_name_without_any_spaces_" * 3 + "model-a.onnx"
+    rep = synthetic_report(targets=((long, 0.45), ("model-b.onnx", 0.40)), threats=("linf:8/255", "l2:0.5"))
+    rep.results[0].diagnostics.append(Finding(check="noise-vs-attack", attack="pgd", passed=False,
+                                              message="noise broke 3 samples pgd left robust"))
+    rep.results[1].diagnostics.append(Finding(check="clean-accuracy", passed=False, message="at chance"))
+    for r in rep.results:  # as a black box would have it: the gradient attacks did not run
+        for a in r.attacks:
+            if a.family == "gradient":
+                a.skipped = "needs gradients; the target offers labels, scores"
+    return replace(rep, gate=judge(rep, collect_rules(["robust_accuracy@linf:8/255=0.44"], ["2pp"]), paired=True))
+
+
+def _chromium(browser: str, tmp_path: Path, width: int, *args: str) -> subprocess.CompletedProcess:
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+           "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width},2400", *args]
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        pytest.skip(f"{browser} did not run here ({e.__class__.__name__})")
+
+
+@pytest.mark.parametrize("width", [1400, 390])
+@pytest.mark.parametrize("which", ["scan", "review"])
+def test_the_page_fits_the_screen_without_horizontal_scrolling(scanned, tmp_path, width, which):
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no headless browser (chromium) installed; .ci/run installs Debian's chromium")
+    page = scanned["html"] if which == "scan" else to_html(review_report())
+    report = tmp_path / f"{which}.html"
+    report.write_text(page, encoding="utf-8")
+    probed = tmp_path / f"{which}-probe.html"
+    probed.write_text(WIDTH_PROBE % {"width": width, "srcdoc": htmlmod.escape(page, quote=True)}, encoding="utf-8")
+    run = _chromium(browser, tmp_path, width + 100, "--dump-dom", probed.as_uri())
+    m = re.search(r'<pre id="width-probe">(.*?)</pre>', run.stdout, re.S)
+    assert m, f"the browser produced no page (rc={run.returncode}): {run.stderr[-2000:]}"
+    got = json.loads(htmlmod.unescape(m.group(1)))
+    assert got["innerWidth"] == width, got  # the browser laid the page out at the width asked for
+    assert got["scrollWidth"] <= got["innerWidth"], f"the page scrolls sideways at {width}px: {got}"
+    assert not got["wide"], got
+    assert got["verdictTop"] is not None and got["verdictTop"] < 400  # the verdict box comes first, near the top
+    # a screenshot for people (a CI artefact when ROBUST_ARTIFACTS_DIR is set)
+    folder = Path(os.environ.get("ROBUST_ARTIFACTS_DIR") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    shot = folder / f"report-{which}-{width}px.png"
+    _chromium(browser, tmp_path, width, f"--screenshot={shot}", report.as_uri())
+    assert shot.is_file() and Image.open(shot).size[0] == width
+
+
+def test_the_review_page_leads_with_the_verdict_and_ranks_findings():
+    rep = review_report()
+    page = to_html(rep)
+    order = [page.index(x) for x in ('id="verdict-box"', "<h2>Findings</h2>", "<h2>Models</h2>", "<h2>Gate</h2>",
+                                     "<h2>Summary</h2>", "<h2>Comparison</h2>", "<h2>Adversarial examples</h2>")]
+    assert order == sorted(order)
+    box = page[page.index('id="verdict-box"'):page.index("</section>")]
+    assert "gate FAILED" in box and "Worst finding" in box
+    # robust accuracy per model and threat with its interval, the threat in words
+    assert box.count("<tr>") == 1 + len(rep.results)
+    assert "L∞ 8/255 (= 0.03137) on [0,1] pixels, untargeted, black box (scores), 200 images" in box
+    assert "44.5%" in box and "37.8%–51.4%" in box
+    # findings, gravest first: gate failures, then the error check, then the warning; each with what to do
+    sev = re.findall(r'<li class="finding sev-(\w+)" data-severity="\w+" data-rule="([^"]+)"', page)
+    assert [s for s, _ in sev] == sorted((s for s, _ in sev), key=["error", "warning", "note"].index)
+    rules = [r for _, r in sev]
+    assert rules[-2:] == ["check/clean-accuracy", "check/noise-vs-attack"] and rules[0].startswith("gate/")
+    assert 'data-severity="error"' in box  # the worst finding, in the box
+    # a skipped attack is a note, not a finding: it looks different
+    notes = page[page.index('<ul class="notes">'):]
+    assert "skipped" in notes[:notes.index("</ul>")] and "skipped" not in page[page.index('<ol class="findings">'):
+                                                                                   page.index("</ol>")]
+    # model identity: spec, sha256 (short in tables, whole under Models), kind and access
+    assert "sha256 000000000000 · onnx · black box (scores)" in page and "01" * 32 in page
+    # one epsilon per norm: no curve (a single point is no plot), and the page says why
+    assert 'data-plot="robust-vs-epsilon"' not in page and "No curve for linf, l2" in page
+
+
+def test_a_curve_is_drawn_when_several_epsilons_were_scanned():
+    rep = synthetic_report(threats=("linf:2/255", "linf:8/255", "l2:0.5"))
+    page = to_html(rep)
+    imgs = _imgs(page)
+    assert {i["data-norm"] for i in imgs if i.get("data-plot") == "robust-vs-epsilon"} == {"linf"}
+    assert "No curve for l2" in page
