@@ -176,3 +176,21 @@ def test_written_by_suffix_and_read_back(tmp_path, report, monkeypatch):
     assert_valid_sarif(log)
     # the JSON report read back gives the same SARIF (the gate travels in the report)
     assert to_sarif(load_report(tmp_path / "out" / "r.json")) == (tmp_path / "out" / "results.sarif").read_text()
+
+
+def test_the_gate_plan_writes_sarif_of_the_judged_report(tmp_path, monkeypatch):
+    """`robust gate REPORT --sarif out.sarif` (GateSpec.sarif): the verdict's checks with the report's own findings."""
+    from robustbench_cli.gate.plan import GatePlan, GateSpec
+
+    monkeypatch.chdir(tmp_path)
+    rep = synthetic_report(threats=("linf:8/255",))
+    rep.results[0].diagnostics.append(Finding(check="finite-scores", passed=False, message="NaN scores"))
+    plan = GatePlan(GateSpec(fail_under=("robust_accuracy@linf:8/255=0.9",), sarif="ci/gate.sarif"), use_config=False)
+    verdict = plan.judge(rep, "r.json")
+    written, _ = plan.write(verdict, rep)
+    out = tmp_path / "ci" / "gate.sarif"
+    assert [p.resolve() for p in written] == [out.resolve()]
+    log = json.loads(out.read_text(encoding="utf-8"))
+    assert_valid_sarif(log)
+    ids = [x["ruleId"] for x in log["runs"][0]["results"]]
+    assert ids.count("gate/fail-under/robust-accuracy") == 2 and "check/finite-scores" in ids

@@ -26,10 +26,12 @@ MaxDrop = Annotated[list[str] | None, typer.Option(
                        "baseline). Repeatable.")]
 Paired = Annotated[bool | None, typer.Option(
     "--paired/--no-paired", rich_help_panel="Gate", help="--max-drop fails only when the exact McNemar test on the per-sample flips says the "
-                                 "drop is significant (default: off, or `paired` in [tool.robust.gate]).")]
+                                 "drop is significant (default: off, or `paired` in \\[tool.robust.gate]).")]
 Alpha = Annotated[float | None, typer.Option("--alpha", rich_help_panel="Gate", help="Significance level of --paired (default 0.05).")]
-Config = Annotated[Path | None, typer.Option("--config", rich_help_panel="Gate", help="pyproject.toml with [tool.robust.gate] rules (and, for scan, [tool.robust.scan] defaults); default: ./pyproject.toml when present.")]
+Config = Annotated[Path | None, typer.Option("--config", rich_help_panel="Gate", help="pyproject.toml with \\[tool.robust.gate] rules (and, for scan, \\[tool.robust.scan] defaults); default: ./pyproject.toml when present.")]
 Junit = Annotated[Path | None, typer.Option("--junit", rich_help_panel="Gate", help="Write the gate as JUnit XML (one test case per check).")]
+Sarif = Annotated[Path | None, typer.Option("--sarif", rich_help_panel="Gate", help="Write the judged report as SARIF 2.1.0 "
+                                                               "for code scanning (failed gate and sanity checks).")]
 Summary = Annotated[Path | None, typer.Option("--summary", rich_help_panel="Gate", help="Write the gate as a Markdown summary (under GitHub "
                                                                    "Actions it is also appended to $GITHUB_STEP_SUMMARY).")]
 Annotate = Annotated[bool | None, typer.Option(
@@ -37,14 +39,16 @@ Annotate = Annotated[bool | None, typer.Option(
     help="Print ::error workflow commands for failed checks (default: on when GITHUB_ACTIONS=true).")]
 
 
-def gate_spec(fail_under, max_drop, baseline, paired, alpha, config, junit, summary, annotate) -> GateSpec:
+def gate_spec(fail_under, max_drop, baseline, paired, alpha, config, junit, summary, annotate,
+              sarif=None) -> GateSpec:
     """The gate options of `scan` and `gate` as a spec (checked when made)."""
     from robustbench_cli.gate.plan import GateSpec
 
     return GateSpec(fail_under=tuple(fail_under or ()), max_drop=tuple(max_drop or ()),
                     baseline=None if baseline is None else str(baseline), paired=paired, alpha=alpha,
                     config=None if config is None else str(config), junit=None if junit is None else str(junit),
-                    summary=None if summary is None else str(summary), annotations=annotate)
+                    summary=None if summary is None else str(summary), annotations=annotate,
+                    sarif=None if sarif is None else str(sarif))
 
 
 def emit(plan: GatePlan, verdict: Verdict, report: Report | None = None) -> None:

@@ -1,10 +1,10 @@
 """A gate as a scan or ``robust gate`` runs it: rules from the command line and ``[tool.robust.gate]``, a baseline,
-and the CI outputs of the verdict (JUnit XML, a Markdown summary, $GITHUB_STEP_SUMMARY, GitHub annotations)."""
+and the CI outputs of the verdict (JUnit XML, SARIF, a Markdown summary, $GITHUB_STEP_SUMMARY, GitHub annotations)."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from robustbench_cli.core.errors import UserError
@@ -12,7 +12,7 @@ from robustbench_cli.core.io import atomic_write, writable_parent
 from robustbench_cli.gate.config import load_config
 from robustbench_cli.gate.judge import judge
 from robustbench_cli.gate.rules import collect_rules
-from robustbench_cli.reports import junit
+from robustbench_cli.reports import junit, sarif
 from robustbench_cli.reports import verdict as V
 from robustbench_cli.reports.model import Report, Verdict, load_report
 
@@ -43,6 +43,7 @@ class GateSpec:
     junit: str | None = None
     summary: str | None = None
     annotations: bool | None = None  # GitHub workflow commands; None: on under GitHub Actions
+    sarif: str | None = None  # SARIF 2.1.0 of the judged report: its failed gate checks and failed sanity checks
 
     def __post_init__(self) -> None:
         if self.alpha is not None and not 0 < self.alpha < 1:
@@ -64,6 +65,7 @@ class GatePlan:
         self.baseline = load_report(spec.baseline) if spec.baseline is not None else None
         self.junit = writable(spec.junit, "JUnit XML") if spec.junit is not None else None
         self.summary = writable(spec.summary, "summary") if spec.summary is not None else None
+        self.sarif = writable(spec.sarif, "SARIF") if spec.sarif is not None else None
         self.annotate = under_github() if spec.annotations is None else spec.annotations
 
     def judge(self, report: Report, report_name: str) -> Verdict:
@@ -75,6 +77,8 @@ class GatePlan:
         the files written and warnings for the caller to show (a step summary that could not be appended)."""
         if self.junit is not None:
             atomic_write(self.junit, junit.to_junit(verdict, timestamp=report.created if report else None))
+        if self.sarif is not None and report is not None:  # the report's own checks with the verdict's
+            atomic_write(self.sarif, sarif.to_sarif(replace(report, gate=verdict)))
         md = V.to_markdown(verdict)
         if self.summary is not None:
             atomic_write(self.summary, md)
@@ -86,4 +90,5 @@ class GatePlan:
                     f.write(md + "\n")
             except OSError as e:
                 warnings.append(f"cannot append to $GITHUB_STEP_SUMMARY ({e.strerror})")
-        return [p for p in (self.junit, self.summary) if p is not None], warnings
+        written = [self.junit, self.sarif if report is not None else None, self.summary]
+        return [p for p in written if p is not None], warnings
