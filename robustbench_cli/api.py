@@ -29,10 +29,13 @@ from robustbench_cli.evaluation.cascade import Progress
 from robustbench_cli.evaluation.config import RunSpec
 from robustbench_cli.evaluation.scan import ScanRun
 from robustbench_cli.evaluation.scan import scan as run_targets
+from robustbench_cli.evaluation.shards import Barrier, Shard, ShardSync, head
 from robustbench_cli.reports import frames, html, model, writers
 from robustbench_cli.reports.build import build_report
 from robustbench_cli.reports.images import check_folder
 from robustbench_cli.reports.model import Report
+from robustbench_cli.reports.shards import block as shard_block
+from robustbench_cli.reports.shards import scan_id
 from robustbench_cli.targets import TargetSpec, load_target, name_targets, resolve_device
 from robustbench_cli.targets.base import Target
 from robustbench_cli.targets.onnxrt import OnnxTarget
@@ -48,6 +51,7 @@ class ScanOutcome:
     saved: list = field(default_factory=list)  # every checked example, for --save-examples
     stopped: str | None = None  # why the scan ended early ("interrupted", "time budget spent"), None when complete
     state: Any = None  # the ScanState: delete it once the reports of a complete scan are written
+    barrier: Barrier | None = None  # a shard stopped for a decision across the whole set (no report then)
 
 
 def scan(model: Any, data: Any, *, threats: list[str] | tuple[str, ...], preset: str | None = None,
@@ -73,22 +77,88 @@ def scan(model: Any, data: Any, *, threats: list[str] | tuple[str, ...], preset:
     return _report(result, evalset, run, {"run": _plain(run), "api": True})
 
 
-def run(cfg: ScanConfig, progress: Progress | None = None, *, state: bool = True) -> ScanOutcome:
+def run(cfg: ScanConfig, progress: Progress | None = None, *, state: bool = True,
+        decisions: dict | None = None) -> ScanOutcome:
     """Run a scan as configured: load the data and every target, run the battery, build the report. ``state``: keep
-    per-sample progress next to the first report so an interrupted scan can resume (``cfg.resume``)."""
+    per-sample progress next to the first report so an interrupted scan can resume (``cfg.resume``).
+
+    With ``cfg.shard`` (``I/N``) only that shard's samples are scanned and the report is a shard's, for ``robust
+    merge``. ``decisions``: the decisions across the whole set taken so far by the driver of a sharded scan
+    (evaluation/shards.py); without it, a battery that needs such decisions is refused before any work."""
     cfg.outputs.paths()  # report folders created and writable before any work
+    if cfg.workers is not None:
+        raise UserError("--workers runs through robustbench_cli.distributed.run_workers, not api.run")
     examples_dir = None
     if cfg.outputs.save_examples is not None:
 
         examples_dir = check_folder(cfg.outputs.save_examples)
     data = cfg.data.load(cfg.run.seed)
+    sync = None
+    part = data
+    if cfg.shard is not None:
+        shard = Shard.parse(cfg.shard)
+        if decisions is None:
+            check_alone(cfg.run)
+        sync, part = ShardSync(shard, head(data), dict(decisions or {})), shard.take(data)
     targets = [load_target(spec) for spec in cfg.targets]
-    result = run_targets(targets, data, cfg.run, detector=cfg.detector, like=cfg.targets[0], data_spec=cfg.data,
+    if sync is not None:
+        check_batch_independent(cfg.run, targets, data)
+    result = run_targets(targets, part, cfg.run, detector=cfg.detector, like=cfg.targets[0], data_spec=cfg.data,
                          state_path=cfg.state_path if state else None, resume=cfg.resume,
                          html_examples=cfg.outputs.html_examples if cfg.outputs.wants_html else 0,
-                         save_examples=examples_dir is not None, progress=progress)
+                         save_examples=examples_dir is not None, progress=progress, sync=sync)
+    if result.barrier is not None:
+        if decisions is None:  # check_alone() let through a battery that needs a decision: a bug, not a user error
+            raise RuntimeError(f"a shard run alone stopped for a decision across the whole set ({result.barrier})")
+        return ScanOutcome(ScanReport.of(_empty_report(cfg)), stopped=None, state=result.state,
+                           barrier=result.barrier)
     report = _report(result, data, cfg.run, cfg.to_dict(), examples_dir)
+    if sync is not None:
+        report.shard = shard_block(result.evaluations, sync.shard, scan_id(scan_fingerprint(result, data, cfg.run)))
     return ScanOutcome(report, result.examples, result.saved, result.stopped, result.state)
+
+
+def scan_fingerprint(result: ScanRun, data: EvalSet, run: RunSpec) -> dict:
+    """What every shard of one scan shares: the models, the whole selected data, threats, battery, seed, goal and
+    budget (the report of each shard carries its hash, and ``robust merge`` refuses shards whose hashes differ)."""
+    keys = ("name", "kind", "sha256", "mean", "std", "access", "weights", "bpda")
+    return {"targets": [{k: t.describe().get(k) for k in keys} for t in result.targets],
+            "data": {k: v for k, v in data.describe().items()}, "threats": [t.name for t in run.threat_models()],
+            "battery": result.battery.config(), "seed": run.seed, "targeted": run.targeted, "queries": run.queries,
+            "certify": run.certify}
+
+
+def check_alone(run: RunSpec) -> None:
+    """A shard run on its own (``--shard I/N``) must not need a decision across the whole set (shards.py)."""
+    battery = run.battery()
+    needs = [e.label for e in battery.entries if e.closest or e.undecided]
+    certifies = battery.certify if run.certify is None else run.certify
+    if needs or certifies:
+        why = ", ".join([*(["certificates after the first attack"] if certifies else []), *needs])
+        raise UserError(f"--shard: the battery {battery.id} decides across the whole set ({why}), which one shard "
+                        "cannot do alone; run the shards with --workers N (Ray; it takes those decisions between "
+                        "rounds, also on a cluster with --ray-address), or use a battery without them")
+
+
+def check_batch_independent(run: RunSpec, targets: list[Target], data: EvalSet) -> None:
+    """Refuse, before any work, an attack whose results depend on the rest of its batch: a shard's batches are not
+    the whole scan's, so it could not give the same per-sample results."""
+    dim = int(data.x[0].size) if len(data) else None
+    battery = run.battery()
+    for t in targets:
+        for threat in run.threat_models():
+            runnable, _ = battery.applicable_to(t, threat, dim)
+            for entry, attack in runnable:
+                if attack.batch_dependent:
+                    raise UserError(f"{entry.label} starts from other samples of its batch, so its results depend on "
+                                    f"the batch and a shard cannot reproduce them (target {t.name}); scan it "
+                                    "without --shard/--workers, or leave it out with --attacks")
+
+
+def _empty_report(cfg: ScanConfig) -> Report:
+    """A placeholder for a shard that stopped at a barrier: it writes no report, only its state."""
+    return Report(format=model.FORMAT, tool={}, created="", provenance={}, seed=cfg.run.seed, data={}, battery={},
+                  options={}, targets=[], results=[])
 
 
 @dataclass(kw_only=True)

@@ -22,10 +22,14 @@ from robustbench_cli.core.data import DataSpec
 from robustbench_cli.core.errors import UserError
 from robustbench_cli.core.records import from_data, to_data
 from robustbench_cli.evaluation.config import DetectorSpec, RunSpec
+from robustbench_cli.evaluation.shards import Shard
 from robustbench_cli.gate.plan import GateSpec
 from robustbench_cli.gate.rules import check_rules_against_threats, collect_rules
 from robustbench_cli.reports.writers import OutputSpec
 from robustbench_cli.targets import TargetSpec, name_targets
+
+MAX_WORKERS = 4096  # Ray tasks at once
+MAX_SHARDS = 100_000
 
 # option name (as on the command line, without --) -> (section of the config, field); "targets" applies to every
 # target. The options [tool.robust.scan] may set: safety opt-ins (--trust-checkpoint) stay on the command line.
@@ -56,16 +60,45 @@ class ScanConfig:
     outputs: OutputSpec = field(default_factory=OutputSpec)
     gate: GateSpec | None = None
     resume: bool = False  # continue an interrupted scan from its state file
+    # scale-out (evaluation/shards.py): this run is shard I/N of the scan; or the scan runs as `shards` shards on
+    # `workers` Ray workers (on the cluster at `ray_address`, else on this machine) and ends with the merged report
+    shard: str | None = None
+    workers: int | None = None
+    shards: int | None = None
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         if not self.targets:
             raise UserError("give at least one model to scan")
+        self._check_scale()
         object.__setattr__(self, "targets", tuple(name_targets(list(self.targets))))  # names settle before loading
         if self.detector is not None and len(self.targets) != 1:
             raise UserError(f"--detector guards one model; {len(self.targets)} were given")
         if self.gate is not None:
             rules = collect_rules(list(self.gate.fail_under), list(self.gate.max_drop))
             check_rules_against_threats(rules, self.run.threat_models())
+
+    def _check_scale(self) -> None:
+        if self.shard is not None:
+            Shard.parse(self.shard)
+            if self.workers is not None:
+                raise UserError("give --shard I/N (run one shard here) or --workers N (run every shard on Ray), not both")
+        if self.workers is not None and not 1 <= self.workers <= MAX_WORKERS:
+            raise UserError(f"--workers must be in 1..{MAX_WORKERS}, got {self.workers}")
+        if self.shards is not None:
+            if self.workers is None:
+                raise UserError("--shards sets how many parts --workers splits the scan into; give --workers N too")
+            if not 1 <= self.shards <= MAX_SHARDS:
+                raise UserError(f"--shards must be in 1..{MAX_SHARDS}, got {self.shards}")
+        if self.ray_address is not None and self.workers is None:
+            raise UserError("--ray-address needs --workers N (the number of Ray tasks run at once)")
+        if (self.shard is not None or self.workers is not None) and self.detector is not None:
+            raise UserError("--detector is not sharded yet (the detector's calibration and the adaptive attacks "
+                            "span the whole set): scan it without --shard/--workers")
+
+    @property
+    def sharded(self) -> bool:
+        return self.shard is not None or self.workers is not None
 
     @property
     def state_path(self) -> Path:

@@ -21,6 +21,8 @@ SOURCES = [
     ("test_compare_cli", "COMPARE_CASES", "compare"),
     ("test_gate_cli", "GATE_CASES", "gate"),
     ("test_gate_cli", "SCAN_GATE_CASES", "scan"),
+    ("test_shards", "SCALE_CASES", "scan"),
+    ("test_shards", "MERGE_CASES", "merge"),
 ]
 
 

@@ -3,7 +3,8 @@ imports inside functions only where they keep something heavy off a light path.
 
 Floors, lowest first (docs/architecture.md draws them)::
 
-    core  <-  zoo  <-  targets  <-  attacks  <-  evaluation  <-  training | reports  <-  gate  <-  config  <-  api  <-  cli
+    core  <-  zoo  <-  targets  <-  attacks  <-  evaluation  <-  training | reports  <-  gate  <-  config  <-  api
+          <-  distributed  <-  cli
 
 A module may import its own package and any lower floor; ``training`` and ``reports`` share a floor and never
 import each other.
@@ -19,7 +20,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "robustbench_cli"
 
 FLOORS = {"core": 0, "zoo": 0.5, "targets": 1, "attacks": 2, "evaluation": 3, "training": 4, "reports": 4,
-          "gate": 5, "config": 6, "api": 7, "cli": 8, "__init__": 9, "__main__": 9}
+          "gate": 5, "config": 6, "api": 7, "distributed": 7.5, "cli": 8, "__init__": 9, "__main__": 9}
 
 # Imports inside function bodies that name our own modules are allowed only where they keep a light path light:
 # the CLI loads the floors below it when a command runs (``robust --help`` imports neither torch nor pandas), the

@@ -69,6 +69,8 @@ class Attack(ABC):
     summary: ClassVar[str] = ""
     # the candidate is the smallest adversarial found, not bounded by the threat's epsilon
     minimum_norm: ClassVar[bool] = False
+    # its candidates depend on the other samples of its batch (a shard cannot reproduce them: shards.py)
+    batch_dependent: ClassVar[bool] = False
 
     def config(self) -> dict:
         """The hyperparameters, as recorded in the report."""

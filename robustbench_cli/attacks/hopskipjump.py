@@ -39,6 +39,7 @@ def _per(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 @register
 class HopSkipJump(Attack):
     name = "hopskipjump"
+    batch_dependent = True  # it starts from the batch's inputs the model already puts in the goal class
     family = "query"
     requires = Capability.LABELS
     summary = "decision-based boundary walk, labels only (Chen et al. 2020)"

@@ -30,6 +30,7 @@ out = Console(width=None if sys.stdout.isatty() else 150)  # logs and pipes get 
 err = Console(stderr=True)
 
 DEFAULT_REPORT_DIR = Path("robust-report")
+SCALE = "Scale out"
 TARGET, DATA, THREAT, RUN, OUTPUTS, GATE, DETECTOR = ("Target", "Data", "Threat and battery", "Budget and run",
                                                      "Outputs", "Gate", "Detector")
 
@@ -93,6 +94,10 @@ def scan(
     batch_size: Annotated[int, typer.Option(help="Samples attacked at once.", rich_help_panel=RUN)] = 256,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted scan from its state file (next to the first report); run the same command with --resume.", rich_help_panel=RUN)] = False,
     time_budget: Annotated[str | None, typer.Option(help="Stop starting new work after this long (90s, 10m, 1h30m); the report says which samples and attacks completed.", rich_help_panel=RUN)] = None,
+    shard: Annotated[str | None, typer.Option(help="Scan only shard I of N (I/N, e.g. 2/8: the samples at positions I-1, I-1+N, ...) and write a shard's report; join the N reports with `robust merge` (a Slurm array: one shard per task).", rich_help_panel=SCALE)] = None,
+    workers: Annotated[int | None, typer.Option(help="Run the scan as shards on N Ray workers at once (pip install \"robust-scan[ray]\"), on this machine or on --ray-address; ends with the merged report, the same per-sample results as one process.", rich_help_panel=SCALE)] = None,
+    shards: Annotated[int | None, typer.Option(help="Shards for --workers (default 4 per worker, so that slow shards do not leave workers idle).", rich_help_panel=SCALE)] = None,
+    ray_address: Annotated[str | None, typer.Option(help="An existing Ray cluster for --workers: HOST:PORT, ray://HOST:PORT or auto (the run folder next to the report must be on a file system every node sees).", rich_help_panel=SCALE)] = None,
     report: Annotated[list[str] | None, typer.Option("-o", "--report", help="Report file(s); format from the suffix: .json, .csv, .md, .html, .xml (JUnit of the gate). Default robust-report/report.json.", rich_help_panel=OUTPUTS)] = None,
     save_examples: Annotated[Path | None, typer.Option(help="Save every adversarial example as PNG, with index.csv, in this new folder; each is re-checked on the model after 8-bit rounding.", rich_help_panel=OUTPUTS)] = None,
     html_examples: Annotated[int, typer.Option(help="Adversarial examples per target and threat shown in an .html report.", rich_help_panel=OUTPUTS)] = 6,
@@ -188,6 +193,7 @@ def scan_config(ctx: typer.Context, p: dict[str, Any]) -> ScanConfig:
         gate=ci.gate_spec(p["fail_under"], p["max_drop"], p["baseline"], p["paired"], p["alpha"], p["config"],
                           p["junit"], p["summary"], p["github_annotations"]) if gating else None,
         resume=p["resume"],
+        shard=p["shard"], workers=p["workers"], shards=p["shards"], ray_address=p["ray_address"],
     )
     # by name: typer may carry its own copy of click, whose ParameterSource is another enum than click.core's
     given = {name for name in p if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"}
@@ -242,7 +248,12 @@ def _run_and_write(cfg: ScanConfig, plan, outputs: list[Path], progress, update)
     from robustbench_cli import api
 
     with progress:
-        outcome = api.run(cfg, progress=update)
+        if cfg.workers is not None:
+            from robustbench_cli import distributed
+
+            outcome = distributed.run_workers(cfg, progress=update)
+        else:
+            outcome = api.run(cfg, progress=update)
     rep = outcome.report
     if outcome.stopped is not None and any(p.exists() for p in outputs):
         # a stopped scan never replaces reports already there: its partial reports go beside them

@@ -1,4 +1,5 @@
-"""The commands that judge reports without a model: ``compare`` (side by side) and ``gate`` (rules, exit codes).
+"""The commands that judge reports without a model: ``compare`` (side by side), ``gate`` (rules, exit codes) and
+``merge`` (a sharded scan's reports into the report of the whole scan).
 
 Both are pure functions of report files: no model, no data, no GPU. The gate options and CI outputs they share
 with ``scan`` are in :mod:`robustbench_cli.cli.ci`.
@@ -83,3 +84,26 @@ def gate(
         ci.emit(plan, verdict, rep)
         ci.show(verdict)
     raise typer.Exit(verdict.exit_code)
+
+
+@app.command()
+def merge(
+    reports: Annotated[list[Path], typer.Argument(help="The shard reports (JSON) of one scan, every shard once, "
+                                                       "from robust scan --shard I/N.", show_default=False)],
+    output: Annotated[list[Path], typer.Option("-o", "--output", help="The merged report(s); format from the suffix "
+                                                                        "(.json, .csv, .md, .html, .sarif, .xml).")],
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+):
+    """Join the shard reports of one scan into its report: the per-sample columns in the order of the whole set, and
+    every aggregate, curve, interval and finding computed again from them. Refuses shards of different scans, a
+    missing, duplicated or unfinished shard."""
+    from robustbench_cli.reports import writers
+    from robustbench_cli.reports.model import load_report
+    from robustbench_cli.reports.shards import merge as merge_shards
+
+    with user_errors(debug):
+        outputs = writers.check_outputs([str(p) for p in output])
+        merged = merge_shards([(str(p), load_report(p)) for p in reports])
+        written = writers.write_reports(merged, outputs)
+        out.print(f"merged {merged.provenance['merged']['shards']} shards: " + ", ".join(str(p) for p in written),
+                  highlight=False)

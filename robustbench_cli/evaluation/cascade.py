@@ -34,6 +34,7 @@ from robustbench_cli.evaluation.goals import choose_goal
 from robustbench_cli.evaluation.harness import verify, verify_beyond
 from robustbench_cli.evaluation.presets import UPFRONT, Battery, Entry
 from robustbench_cli.evaluation.resume import ScanState
+from robustbench_cli.evaluation.shards import Barrier, ShardSync
 from robustbench_cli.targets.base import Target
 
 Progress = Callable[[str, int, int], None]
@@ -55,6 +56,7 @@ def evaluate(
     state: ScanState | None = None,
     deadline: float | None = None,
     certify: bool | None = None,
+    sync: ShardSync | None = None,
 ) -> Evaluation:
     """Run the battery on every threat. ``keep_adversarials`` keeps each broken sample's verified candidate.
     ``refuse_randomised``: stop, before any attack, when the probe finds that the same inputs give different
@@ -63,7 +65,9 @@ def evaluate(
     in it. ``deadline`` (``time.monotonic()``): start no new batch after it. A stop (the deadline, or Ctrl-C during
     an attack) leaves ``Evaluation.stopped`` set and every attack that did not finish marked, never a lost result.
     ``certify``: after the cascade's first attack, certify the samples it left (certify.py) and attack only the
-    others; None takes the battery's setting. Results are the same either way; only the work differs."""
+    others; None takes the battery's setting. Results are the same either way; only the work differs.
+    ``sync``: ``data`` is one shard of a larger set (shards.py): the probes look at the whole set's first rows, and
+    a decision across the whole set not yet taken stops the evaluation at a :class:`~.shards.Barrier`."""
     check_compatible(target, data)
     check_run(seed=seed, batch_size=batch_size, queries=queries)
     for threat in threats:
@@ -72,7 +76,7 @@ def evaluate(
     # "all" (--certify): every sample the first attack leaves; None (--no-certify): none
     mode = ("auto" if battery.certify else None) if certify is None else ("all" if certify else None)
     run = _Run(target, data, battery, seed, batch_size, targeted, queries, progress, keep_adversarials, state,
-               deadline, mode)
+               deadline, mode, sync)
     if refuse_randomised and diagnostics.randomised(run.out.probes):
         raise TargetError(
             f"the model {target.name} gives different scores for the same inputs (max difference "
@@ -96,6 +100,7 @@ class _Entry:
     index: int  # its place among the runnable entries (the resume state's key)
     finished_before: bool  # a resumed scan had finished it already
     seconds_before: float  # its attack time in the runs before this one
+    ended: bool = False  # restored from the state as it ended (finished or skipped): nothing to run or decide
 
 
 class _Batches:
@@ -125,8 +130,8 @@ class _Run:
 
     def __init__(self, target: Target, data: EvalSet, battery: Battery, seed: int, batch_size: int,
                  targeted: str | None, queries: int | None, progress: Progress | None, keep_adversarials: bool,
-                 state: ScanState | None, deadline: float | None, certify: str | None):
-        self.target, self.data, self.battery, self.seed = target, data, battery, seed
+                 state: ScanState | None, deadline: float | None, certify: str | None, sync: ShardSync | None = None):
+        self.target, self.data, self.battery, self.seed, self.sync = target, data, battery, seed, sync
         self.batch_size, self.targeted, self.queries, self.progress = batch_size, targeted, queries, progress
         self.keep_adversarials, self.state, self.deadline, self.certify = keep_adversarials, state, deadline, certify
         self.device = target.device
@@ -136,12 +141,18 @@ class _Run:
                              else torch.zeros((0, cast(int, target.num_classes))))  # check_compatible set num_classes
         if not bool(torch.isfinite(self.clean_scores).all()):
             raise TargetError(f"the model {target.name} returns NaN or inf on clean inputs")
-        target.detect_output_kind(self.clean_scores[: min(len(self.clean_scores), 512)])
+        # the checks that look at a few rows look at the whole set's first rows, also in a shard
+        if sync is None:
+            self.head_x, self.head_scores, head_y = self.x_all, self.clean_scores, data.y
+        else:
+            self.head_x = torch.as_tensor(sync.head.x).to(self.device)
+            self.head_scores, head_y = target.scores(self.head_x), sync.head.y
+        target.detect_output_kind(self.head_scores[: min(len(self.head_scores), 512)])
         self.clean_pred = self.clean_scores.argmax(dim=1).cpu().numpy().astype(np.int64)
         if len(self.x_all):  # a clean input the detector of a guarded target rejects is answered -1: not correct
             self.clean_pred[target.rejects(self.x_all).cpu().numpy()] = -1
         self.out = Evaluation(target=target.describe(), results=[], clean_seconds=time.perf_counter() - t0,
-                              probes=diagnostics.probe(target, self.x_all, self.clean_scores, data.y))
+                              probes=diagnostics.probe(target, self.head_x, self.head_scores, head_y))
         self._certifier: tuple | None = None  # built on first use, shared by the threats
 
     # --- the deadline ---------------------------------------------------------------------------------------
@@ -215,17 +226,31 @@ class _Run:
         before = self.state.resume_outcome(saved, j, outcome) if self.state is not None else None
         if before is None:
             given = res.clean_correct if entry.independent else res.robust & ~res.certified
-            outcome.attempted_mask[_closest(res, given, entry.closest) if entry.closest else np.flatnonzero(given)] = True
+            if entry.closest and self.sync is not None:  # the top share of the whole set, chosen by the driver
+                unit = f"{self.target.name}|{res.threat.name}"
+                chosen = self.sync.get(unit, "closest", entry.label)
+                if chosen is None:
+                    raise self._barrier(Barrier(unit, "closest", entry.label, entry.closest))
+                outcome.attempted_mask[self.sync.own(res.ids, chosen) & given] = True
+            else:
+                outcome.attempted_mask[closest_rows(res, given, entry.closest) if entry.closest
+                                       else np.flatnonzero(given)] = True
         outcome.attempted = int(outcome.attempted_mask.sum())
-        return _Entry(entry, attack, outcome, j, finished_before, before or 0.0)
+        seconds, ended = before if before is not None else (0.0, False)
+        return _Entry(entry, attack, outcome, j, finished_before, seconds, ended and finished_before)
 
     def _run_entry(self, res: ThreatResult, goal: Goal, step: _Entry, unit: str, labels: list[str]) -> None:
         outcome = step.outcome
         assert outcome.attempted_mask is not None and outcome.done_mask is not None  # set by _new_entry
-        why = _undecided_skip(res, step.entry) if step.entry.undecided and not outcome.done_mask.any() else None
+        if step.ended:  # a resumed scan had finished or skipped it: as it ended, not decided again on later results
+            outcome.seconds = step.seconds_before
+            return
+        why = self._undecided(res, step.entry) if step.entry.undecided and not outcome.done_mask.any() else None
         if why:
             outcome.skipped, outcome.attempted = why, 0
             outcome.attempted_mask[:] = False
+            if self.state is not None and not step.finished_before:
+                self.state.record(unit, res, labels, step.index, outcome, 0.0, final=True)
             return
         todo = np.flatnonzero(outcome.attempted_mask & ~outcome.done_mask)
         if len(todo):
@@ -240,7 +265,8 @@ class _Run:
             res.queries += outcome.queries
         outcome.robust_after = res.robust_accuracy
         if self.state is not None and not step.finished_before and bool((outcome.done_mask == outcome.attempted_mask).all()):
-            self.state.record(unit, res, labels, step.index + 1, None, 0.0, force=self.out.stopped is not None)
+            self.state.record(unit, res, labels, step.index, outcome, outcome.seconds,
+                              force=self.out.stopped is not None, final=True)
         if self.progress and not len(todo):
             self.progress(f"{self.target.name} {res.threat.name} {step.entry.label}", 0, 0)
 
@@ -337,15 +363,46 @@ class _Run:
         outcome.queries[idx] = used
         outcome.done_mask[idx] = True
 
+    # --- decisions across the whole set (shards.py) ------------------------------------------------------------
+    def _barrier(self, barrier: Barrier) -> Barrier:
+        """A shard stops here until the driver has taken the decision: its state is saved first."""
+        if self.state is not None:
+            self.state.flush()
+        return barrier
+
+    def _undecided(self, res: ThreatResult, entry: Entry) -> str | None:
+        restarts = int(entry.params.get("restarts", 1))
+        if self.sync is None or not res.certificate or not res.certificate.get("method"):
+            return undecided_skip(res, restarts)
+        unit = f"{self.target.name}|{res.threat.name}"
+        d = self.sync.get(unit, "undecided", entry.label)
+        if d is None:
+            raise self._barrier(Barrier(unit, "undecided", entry.label, restarts))
+        return d["skip"]
+
     # --- certificates ---------------------------------------------------------------------------------------
+    def certifier(self) -> tuple:
+        """The target's certifier (certify.for_target), checked on the whole set's first rows; built once."""
+        if self._certifier is None:
+            k = min(len(self.head_x), 64)
+            self._certifier = certificates.for_target(self.target, tuple(self.data.sample_shape), self.head_x[:k],
+                                                      self.head_scores[:k])
+        return self._certifier
+
     def _certificates(self, res: ThreatResult, unit: str, labels: list[str], entries_done: int) -> None:
         """Prove robust what the bounds can among the samples the first attack left (certify.py)."""
-        if self._certifier is None:
-            k = min(len(self.x_all), 64)
-            self._certifier = certificates.for_target(self.target, tuple(self.data.sample_shape), self.x_all[:k],
-                                                      self.clean_scores[:k])
+        if self.sync is not None and certificates.would_run(res.threat, self.certifier()):
+            d = self.sync.get(unit, "certify")  # the driver ran them over the whole set, in its order
+            if d is None:
+                raise self._barrier(Barrier(unit, "certify"))
+            assert res.certified is not None  # made by _start
+            res.certified[self.sync.own(res.ids, d["certified_ids"])] = True
+            res.certificate = self.sync.certificate(d, res.ids)
+            if self.state is not None:
+                self.state.record(unit, res, labels, entries_done, None, 0.0)
+            return
         targeted = res.threat.targeted or self.targeted is not None
-        halt = certificates.certify_remaining(res, self._certifier, self.x_all, self.clean_scores, targeted,
+        halt = certificates.certify_remaining(res, self.certifier(), self.x_all, self.clean_scores, targeted,
                                               auto=self.certify == "auto", deadline=self.deadline,
                                               progress=self.progress)
         if halt is not None:
@@ -354,8 +411,8 @@ class _Run:
             self.state.record(unit, res, labels, entries_done, None, 0.0)
 
 
-def _undecided_skip(res: ThreatResult, entry: Entry) -> str | None:
-    """Why an ``undecided`` entry does not run, or None. It only spends what the certificates spared: it needs
+def undecided_skip(res: ThreatResult, restarts: int) -> str | None:
+    """Why an ``undecided`` entry with ``restarts`` does not run, or None. It only spends what the certificates spared: it needs
     certificates, and its samples times its restarts must not exceed the samples they certified (a count, not a
     time, so that the same scan gives the same numbers on any machine)."""
     if not res.certificate or not res.certificate.get("method"):
@@ -363,14 +420,14 @@ def _undecided_skip(res: ThreatResult, entry: Entry) -> str | None:
     assert res.certified is not None  # made by _Run._start
     undecided = int((res.robust & ~res.certified).sum())
     certified = int(res.certified.sum())
-    k = int(entry.params.get("restarts", 1))
+    k = restarts
     if undecided * k > certified:
         return (f"{undecided} undecided samples x {k} restarts is more work than the certificates spared "
                 f"({certified} certified)")
     return None
 
 
-def _closest(res: ThreatResult, given: np.ndarray, share: float) -> np.ndarray:
+def closest_rows(res: ThreatResult, given: np.ndarray, share: float) -> np.ndarray:
     """The ``share`` (rounded up) of the ``given`` samples whose verified candidates came closest to the goal
     (highest ``best_margin``; ties go to the earlier sample), in sample order. A count, not a timing, and margins the
     harness measured itself, so the same scan picks the same samples."""

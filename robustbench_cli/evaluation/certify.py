@@ -408,6 +408,12 @@ CERT_FIRST, CERT_CHUNK = 4, 8  # samples certified in the first round, then in e
 CERT_MIN_SHARE = 0.25
 
 
+def would_run(threat, built: tuple[Certifier | None, str]) -> bool:
+    """Whether :func:`certify_remaining` would certify anything under ``threat`` with ``built`` (else it only
+    records why not)."""
+    return threat.norm is Norm.LINF and built[0] is not None
+
+
 def certify_remaining(res, built: tuple[Certifier | None, str], x_all: torch.Tensor, clean_scores: torch.Tensor,
                       targeted: bool, *, auto: bool, deadline: float | None = None,
                       progress: Callable[[str, int, int], None] | None = None) -> str | None:
@@ -419,7 +425,7 @@ def certify_remaining(res, built: tuple[Certifier | None, str], x_all: torch.Ten
 
     threat = res.threat
     certifier, reason = built
-    if threat.norm is not Norm.LINF:
+    if threat.norm is not Norm.LINF:  # would_run() says the same
         res.certificate = {"method": None, "skipped": f"certificates cover Linf threats only, not {threat.norm.value}"}
         return None
     if certifier is None:

@@ -56,6 +56,36 @@ def _checksum(fp: dict, arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
+def _read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """A state file's header and arrays, or one line saying why it cannot be read."""
+    if not path.is_file():
+        raise UserError(f"--resume: no state file at {path} (it is written next to the first report "
+                        "while a scan runs, and deleted when the scan finishes)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            header = json.loads(str(z["header"]))
+            arrays = {k: z[k] for k in z.files if k != "header"}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        raise UserError(f"--resume: the state file {path} cannot be read ({e}); delete it to start over") from None
+    if header.get("version") != VERSION:
+        raise UserError(f"--resume: {path} has state version {header.get('version')}, this robust writes {VERSION}")
+    return header, arrays
+
+
+def _units(header: dict, arrays: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    return {key: {k[len(f"{i}/"):]: v for k, v in arrays.items() if k.startswith(f"{i}/")}
+            for i, key in enumerate(header["units"])}
+
+
+def read_units(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """The per-(target, threat) arrays of a state file, checked against its own checksum (a shard's state, read by
+    the driver that takes the decisions across the whole set: shards.py)."""
+    header, arrays = _read(Path(path))
+    if header.get("checksum") != _checksum(header.get("fingerprint", {}), arrays):
+        raise UserError(f"the state file {path} fails its checksum (edited or damaged); delete it to start over")
+    return _units(header, arrays)
+
+
 class ScanState:
     def __init__(self, path: Path, fp: dict, *, resume: bool, overhead: float = 0.05):
         self.path = Path(path)
@@ -73,17 +103,7 @@ class ScanState:
 
     # --- reading ---------------------------------------------------------------------------------
     def _load(self) -> None:
-        if not self.path.is_file():
-            raise UserError(f"--resume: no state file at {self.path} (it is written next to the first report "
-                            "while a scan runs, and deleted when the scan finishes)")
-        try:
-            with np.load(self.path, allow_pickle=False) as z:
-                header = json.loads(str(z["header"]))
-                arrays = {k: z[k] for k in z.files if k != "header"}
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
-            raise UserError(f"--resume: the state file {self.path} cannot be read ({e}); delete it to start over") from None
-        if header.get("version") != VERSION:
-            raise UserError(f"--resume: {self.path} has state version {header.get('version')}, this robust writes {VERSION}")
+        header, arrays = _read(self.path)
         theirs = header.get("fingerprint", {})
         differ = sorted(k for k in set(theirs) | set(self.fp) if theirs.get(k) != self.fp.get(k))
         if differ:
@@ -92,9 +112,7 @@ class ScanState:
         if header.get("checksum") != _checksum(self.fp, arrays):
             raise UserError(f"--resume: the state file {self.path} fails its checksum (edited or damaged); delete it "
                             "to start over")
-        for i, key in enumerate(header["units"]):
-            prefix = f"{i}/"
-            self.units[key] = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        self.units = _units(header, arrays)
 
     def get(self, key: str) -> dict[str, np.ndarray] | None:
         return self.units.get(key)
@@ -155,15 +173,18 @@ class ScanState:
         return saved
 
     def record(self, unit: str, res: ThreatResult, labels: list[str], j: int, outcome: AttackOutcome | None,
-               seconds: float, *, force: bool = False) -> None:
-        """Save the (target, threat)'s progress: ``j`` attacks finished, and ``outcome``'s partial work if given."""
+               seconds: float, *, force: bool = False, final: bool = False) -> None:
+        """Save the (target, threat)'s progress: ``j`` attacks finished, and ``outcome``'s partial work if given.
+        ``final``: ``outcome`` (the ``j``-th attack) has finished or was skipped: it is kept as it ended (skip reason,
+        robust accuracy after it) and ``j + 1`` attacks are finished, so a resumed scan restores it as it was instead
+        of deciding again on later results."""
         old = self.get(unit) or {}
         arrays = {k: v for k, v in old.items() if k.startswith("e")}  # earlier attacks' records stay
         arrays.update({name: getattr(res, name).copy() for name in RESULT_ARRAYS if getattr(res, name) is not None})
         arrays["broken_by"] = np.array([labels.index(b) if b is not None else -1 for b in res.broken_by],
                                        dtype=np.int64)
         arrays["labels"] = np.array(labels)
-        arrays["entries_done"] = np.array(j if outcome is None else int(old.get("entries_done", 0)))
+        arrays["entries_done"] = np.array(j if outcome is None else j + 1 if final else int(old.get("entries_done", 0)))
         if res.certificate is not None:
             arrays["certificate"] = np.array(json.dumps(res.certificate))
         if outcome is not None:  # an outcome of the cascade (_Run._new_entry made its arrays)
@@ -174,13 +195,22 @@ class ScanState:
             arrays[f"e{j}/broken"] = outcome.broken_mask.copy()
             arrays[f"e{j}/queries"] = outcome.queries.copy()
             arrays[f"e{j}/meta"] = np.array([outcome.broken, seconds], dtype=np.float64)
+            if final:
+                arrays[f"e{j}/final"] = np.array(np.nan if outcome.robust_after is None else outcome.robust_after)
+                arrays[f"e{j}/skipped"] = np.array(outcome.skipped or "")
         self.put(unit, arrays, force=force)
 
-    def resume_outcome(self, saved: dict | None, j: int, outcome: AttackOutcome) -> float | None:
-        """Restore the ``j``-th attack's partial work into ``outcome``; its seconds so far, or None if none saved."""
+    def resume_outcome(self, saved: dict | None, j: int, outcome: AttackOutcome) -> tuple[float, bool] | None:
+        """Restore the ``j``-th attack's work into ``outcome``: (its seconds so far, whether it had ended: finished
+        or skipped, restored as it ended), or None if nothing was saved."""
         if saved is None or f"e{j}/attempted" not in saved:
             return None
         for name in ("attempted_mask", "done_mask", "broken_mask", "queries"):
             getattr(outcome, name)[:] = saved[f"e{j}/{name.replace('_mask', '')}"]
         outcome.broken = int(saved[f"e{j}/meta"][0])
-        return float(saved[f"e{j}/meta"][1])
+        final = f"e{j}/final" in saved
+        if final:
+            after = float(saved[f"e{j}/final"])
+            outcome.robust_after = None if np.isnan(after) else after
+            outcome.skipped = str(saved[f"e{j}/skipped"]) or None
+        return float(saved[f"e{j}/meta"][1]), final

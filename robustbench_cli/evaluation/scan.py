@@ -24,6 +24,7 @@ from robustbench_cli.evaluation.checks import check_compatible
 from robustbench_cli.evaluation.config import DetectorSpec, RunSpec
 from robustbench_cli.evaluation.presets import Battery, with_transfer
 from robustbench_cli.evaluation.resume import ScanState, fingerprint
+from robustbench_cli.evaluation.shards import Barrier, ShardSync
 from robustbench_cli.targets import TargetSpec
 from robustbench_cli.targets.base import Target
 
@@ -40,20 +41,23 @@ class ScanRun:
     checks: list[dict] = field(default_factory=list)  # per result: how many examples still fool after rounding
     stopped: str | None = None  # why the scan ended early ("interrupted", "time budget spent"), None when complete
     state: ScanState | None = None  # for the caller to delete once the reports of a complete scan are written
+    barrier: Barrier | None = None  # a shard stopped at a decision across the whole set (shards.py), state saved
 
     @property
     def not_started(self) -> list[str]:
         return [t.name for t in self.targets[len(self.evaluations):]]
 
 
-def transfer_battery(battery: Battery, run: RunSpec, targets: list[Target], data: EvalSet) -> Battery:
+def transfer_battery(battery: Battery, run: RunSpec, targets: list[Target], data: EvalSet,
+                     head: EvalSet | None = None) -> Battery:
     """Load the surrogates and generators and put their entries up front; each must fit the data and the targets'
-    classes before the first attack starts."""
+    classes before the first attack starts. ``head``: the whole set's first rows, when ``data`` is a shard."""
 
     surrogates = [load_surrogate(s) for s in run.surrogates]
+    rows = (head if head is not None else data).x[:64]
     for s in surrogates:
         check_compatible(s, data)
-        s.detect_output_kind(s.scores(torch.as_tensor(data.x[:64]).to(s.device)))  # log-probabilities if softmax
+        s.detect_output_kind(s.scores(torch.as_tensor(rows).to(s.device)))  # log-probabilities if softmax
         for t in targets:
             if t.num_classes != s.num_classes:
                 raise UserError(f"the surrogate {s.name} has {s.num_classes} classes but the model {t.name} has "
@@ -67,17 +71,18 @@ def transfer_battery(battery: Battery, run: RunSpec, targets: list[Target], data
 def scan(targets: list[Target], data: EvalSet, run: RunSpec, *, detector: DetectorSpec | None = None,
          like: TargetSpec | None = None, data_spec: DataSpec | None = None, state_path: Path | None = None,
          resume: bool = False, html_examples: int = 0, save_examples: bool = False,
-         progress: Progress | None = None) -> ScanRun:
+         progress: Progress | None = None, sync: ShardSync | None = None) -> ScanRun:
     """Run ``run``'s battery on every target. ``detector``: guard the (one) target, loading the detector like
     ``like`` (the target's spec) and calibration data like ``data_spec``. ``state_path``: keep per-sample progress
     there (``resume``: continue from it). ``html_examples``: examples per target and threat kept for an HTML report;
-    ``save_examples``: keep every one. Either way each example is quantised to 8 bits and re-checked on its target."""
+    ``save_examples``: keep every one. Either way each example is quantised to 8 bits and re-checked on its target.
+    ``sync``: ``data`` is one shard of the set (shards.py); the scan may stop at a barrier (``ScanRun.barrier``)."""
     threats = run.threat_models()
     for t in targets:  # every target must fit the data before the first attack starts
         check_compatible(t, data)
         for threat in threats:
             threat.check_against_dim(int(data.x[0].size))
-    battery = transfer_battery(run.battery(), run, targets, data)
+    battery = transfer_battery(run.battery(), run, targets, data, sync.head if sync is not None else None)
     if detector is not None:
         targets = guarded.guard_targets(detector, targets, like or TargetSpec(targets[0].name), data,
                                         data_spec or DataSpec())
@@ -90,7 +95,8 @@ def scan(targets: list[Target], data: EvalSet, run: RunSpec, *, detector: Detect
         keys = ("name", "kind", "sha256", "mean", "std", "access", "weights", "bpda")
         fp = fingerprint(targets=[{k: t.describe().get(k) for k in keys} for t in targets], data=data.describe(),
                          threats=[t.name for t in threats], battery=battery.config(), seed=run.seed,
-                         targeted=run.targeted, queries=run.queries)
+                         targeted=run.targeted, queries=run.queries,
+                         **({"shard": sync.shard.name} if sync is not None else {}))
         state = ScanState(Path(state_path), fp, resume=resume)
     out = ScanRun([], battery, targets, state=state)
     for t in targets:
@@ -98,7 +104,10 @@ def scan(targets: list[Target], data: EvalSet, run: RunSpec, *, detector: Detect
             ev = evaluate(t, data, threats, battery, seed=run.seed, batch_size=run.batch_size, targeted=run.targeted,
                           queries=run.queries, progress=progress, keep_adversarials=keep,
                           refuse_randomised=run.eot < 2,  # a randomised model without EOT: one line, exit 2
-                          state=state, deadline=deadline, certify=run.certify)
+                          state=state, deadline=deadline, certify=run.certify, sync=sync)
+        except Barrier as b:  # a shard waits for a decision across the whole set; its state is saved
+            out.barrier = b
+            break
         except KeyboardInterrupt:  # outside an attack (the clean pass, the probes): keep what is done
             out.stopped = "interrupted"
             break

@@ -224,6 +224,7 @@ class Report:
     incomplete: dict | None = field(default=None, metadata=OPT)
     gate: Verdict | None = field(default=None, metadata=OPT)
     sources: list[dict] | None = field(default=None, metadata=OPT)  # a merged report: where each target came from
+    shard: dict | None = field(default=None, metadata=OPT)  # a shard's report (--shard I/N): see reports/shards.py
     extra: dict = field(default_factory=dict, metadata=EXTRA)
 
     # --- reading and writing --------------------------------------------------------------------------------------
