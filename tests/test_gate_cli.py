@@ -167,6 +167,44 @@ def test_ci_outputs(run_cli, reports, tmp_path, monkeypatch):
     assert r.exit_code == 0 and "::" not in r.stdout
 
 
+
+def test_gate_writes_sarif_that_validates(run_cli, reports, tmp_path):
+    """`robust gate report.json --sarif out.sarif`: the judged report as SARIF 2.1.0, valid against the shipped schema."""
+    from test_sarif import assert_valid_sarif
+
+    sarif = tmp_path / "ci" / "out.sarif"
+    r = run_cli("gate", reports["a"], "--fail-under", "robust_accuracy@linf:8/255=0.5", "--sarif", sarif)
+    assert r.exit_code == 1, r.stdout + r.stderr
+    assert str(sarif) in r.stdout  # listed with the gate files
+    log = json.loads(sarif.read_text(encoding="utf-8"))
+    assert_valid_sarif(log)
+    results = log["runs"][0]["results"]
+    assert [x["ruleId"] for x in results] == ["gate/fail-under/robust-accuracy"]
+    assert "0.5" in results[0]["message"]["text"] or "50" in results[0]["message"]["text"], results[0]["message"]
+    # a passing gate still writes a valid log, with no result to raise
+    r = run_cli("gate", reports["a"], "--fail-under", "0.1", "--sarif", sarif)
+    assert r.exit_code == 0, r.stdout + r.stderr
+    log = json.loads(sarif.read_text(encoding="utf-8"))
+    assert_valid_sarif(log)
+    assert log["runs"][0]["results"] == []
+
+
+def test_help_shows_bracketed_text_that_rich_would_read_as_markup(run_cli, monkeypatch):
+    """`[tool.robust.gate]` and `[@THREAT]` are text in the help, not rich markup that vanishes."""
+    import re
+
+    monkeypatch.setenv("COLUMNS", "300")  # wide enough that no help text is cut with an ellipsis
+
+    def flat(text: str) -> str:  # the help's boxes and line breaks out of the way
+        return re.sub(r"[\s│]+", " ", text)
+
+    scan_help = flat(run_cli("scan", "--help").stdout)
+    assert "Apply the rules of [tool.robust.gate] in pyproject.toml" in scan_help
+    assert ".sarif (SARIF 2.1.0 for code scanning)" in scan_help
+    gate_help = flat(run_cli("gate", "--help").stdout)
+    assert "Gate rule [METRIC][@THREAT]=LEVEL" in gate_help and "[METRIC][@THREAT]=AMOUNT" in gate_help
+    assert "--sarif" in gate_help
+
 # --- the same options on `robust scan` (a real, tiny model) ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):

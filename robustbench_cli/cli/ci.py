@@ -19,10 +19,10 @@ err = Console(stderr=True)
 
 # Options shared by `gate` and `scan` --------------------------------------------------------------------------------
 FailUnder = Annotated[list[str] | None, typer.Option(
-    "--fail-under", rich_help_panel="Gate", help="Gate rule [METRIC][@THREAT]=LEVEL, e.g. robust_accuracy@linf:8/255=0.40 or a bare 0.40 "
+    "--fail-under", rich_help_panel="Gate", help="Gate rule [METRIC]\\[@THREAT]=LEVEL, e.g. robust_accuracy@linf:8/255=0.40 or a bare 0.40 "
                          "(robust accuracy at every threat). Repeatable.")]
 MaxDrop = Annotated[list[str] | None, typer.Option(
-    "--max-drop", rich_help_panel="Gate", help="Gate rule [METRIC][@THREAT]=AMOUNT against the baseline, with a unit: 2pp or 5% (of the "
+    "--max-drop", rich_help_panel="Gate", help="Gate rule [METRIC]\\[@THREAT]=AMOUNT against the baseline, with a unit: 2pp or 5% (of the "
                        "baseline). Repeatable.")]
 Paired = Annotated[bool | None, typer.Option(
     "--paired/--no-paired", rich_help_panel="Gate", help="--max-drop fails only when the exact McNemar test on the per-sample flips says the "

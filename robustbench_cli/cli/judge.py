@@ -14,7 +14,7 @@ import typer
 
 from robustbench_cli.cli import ci
 from robustbench_cli.cli.app import app, user_errors
-from robustbench_cli.cli.ci import Alpha, Annotate, Config, FailUnder, Junit, MaxDrop, Paired, Summary, err, out
+from robustbench_cli.cli.ci import Alpha, Annotate, Config, FailUnder, Junit, MaxDrop, Paired, Sarif, Summary, err, out
 from robustbench_cli.core.errors import UserError
 
 COMPARE_SUFFIXES = (".md", ".json", ".html")
@@ -68,6 +68,7 @@ def gate(
     alpha: Alpha = None,
     config: Config = None,
     junit: Junit = None,
+    sarif: Sarif = None,
     summary: Summary = None,
     github_annotations: Annotate = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
@@ -78,7 +79,7 @@ def gate(
 
     with user_errors(debug):
         plan = GatePlan(ci.gate_spec(fail_under, max_drop, baseline, paired, alpha, config, junit, summary,
-                                     github_annotations))
+                                     github_annotations, sarif=sarif))
         rep = load_report(report)
         verdict = plan.judge(rep, str(report))
         ci.emit(plan, verdict, rep)
