@@ -58,13 +58,15 @@ def scan(model: Any, data: Any, *, threats: list[str] | tuple[str, ...], preset:
          attacks: list[str] | None = None, targeted: str | None = None, queries: int | None = None, seed: int = 0,
          batch_size: int = 256, n: int | None = None, offset: int = 0, shuffle: bool = False, device: str = "auto",
          mean: list[float] | None = None, std: list[float] | None = None, access: str = "auto", eot: int = 1,
-         certify: bool | None = None, progress: Progress | None = None) -> ScanReport:
+         certify: bool | None = None, precision: str = "fp32", progress: Progress | None = None) -> ScanReport:
     """Scan ``model`` (or a list of models) on ``data`` under ``threats`` with a preset or named attacks.
 
     ``mean``/``std`` normalise inside the model (epsilon stays in [0,1] pixel space); ``access`` hides gradients
-    (``scores``) or scores (``labels``); the other options are those of ``robust scan``."""
+    (``scores``) or scores (``labels``); ``precision`` (``bf16``, ``fp16``) runs the attacks' passes under autocast
+    and still verifies every candidate in float32; the other options are those of ``robust scan``."""
     run = RunSpec(threats=tuple(threats), preset=preset, attacks=tuple(attacks) if attacks else None,
-                  targeted=targeted, queries=queries, seed=seed, batch_size=batch_size, eot=eot, certify=certify)
+                  targeted=targeted, queries=queries, seed=seed, batch_size=batch_size, eot=eot, certify=certify,
+                  precision=precision)
     options = dict(device=device, batch_size=batch_size, access=access,
                    mean=tuple(mean) if mean is not None else None, std=tuple(std) if std is not None else None)
     models = list(model) if isinstance(model, (list, tuple)) else [model]
@@ -125,7 +127,7 @@ def scan_fingerprint(result: ScanRun, data: EvalSet, run: RunSpec) -> dict:
     return {"targets": [{k: t.describe().get(k) for k in keys} for t in result.targets],
             "data": {k: v for k, v in data.describe().items()}, "threats": [t.name for t in run.threat_models()],
             "battery": result.battery.config(), "seed": run.seed, "targeted": run.targeted, "queries": run.queries,
-            "certify": run.certify}
+            "certify": run.certify, "precision": run.precision}
 
 
 def check_alone(run: RunSpec) -> None:

@@ -64,6 +64,10 @@ class ThreatResult:
     best_margin: np.ndarray | None = None
     # int per sample: candidates the model answered with NaN or infinite scores (never counted as a break)
     nonfinite: np.ndarray | None = None
+    # --precision bf16/fp16: the attacks ran in reduced precision; int per sample: candidates that reached the goal
+    # in reduced precision but not on the model in float32 (never counted as a break: the harness checks in fp32)
+    precision: str | None = None
+    lowprec: np.ndarray | None = None
     # the diagnostic checks of this result (evaluation/diagnostics.py), each {"check", "passed", "message", ...}
     findings: list[dict] = field(default_factory=list)
 

@@ -38,6 +38,8 @@ from robustbench_cli.evaluation.shards import Barrier, ShardSync
 from robustbench_cli.targets.base import Target
 
 Progress = Callable[[str, int, int], None]
+# --precision: the dtype the attacks' own passes autocast to (None: float32, no autocast)
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def evaluate(
@@ -57,6 +59,7 @@ def evaluate(
     deadline: float | None = None,
     certify: bool | None = None,
     sync: ShardSync | None = None,
+    precision: str = "fp32",
 ) -> Evaluation:
     """Run the battery on every threat. ``keep_adversarials`` keeps each broken sample's verified candidate.
     ``refuse_randomised``: stop, before any attack, when the probe finds that the same inputs give different
@@ -67,7 +70,9 @@ def evaluate(
     ``certify``: after the cascade's first attack, certify the samples it left (certify.py) and attack only the
     others; None takes the battery's setting. Results are the same either way; only the work differs.
     ``sync``: ``data`` is one shard of a larger set (shards.py): the probes look at the whole set's first rows, and
-    a decision across the whole set not yet taken stops the evaluation at a :class:`~.shards.Barrier`."""
+    a decision across the whole set not yet taken stops the evaluation at a :class:`~.shards.Barrier`.
+    ``precision`` (``bf16``, ``fp16``): the attacks' own passes run under autocast; the harness still verifies
+    every candidate in float32 on the model as it is, and counts those that broke only in reduced precision."""
     check_compatible(target, data)
     check_run(seed=seed, batch_size=batch_size, queries=queries)
     for threat in threats:
@@ -76,7 +81,7 @@ def evaluate(
     # "all" (--certify): every sample the first attack leaves; None (--no-certify): none
     mode = ("auto" if battery.certify else None) if certify is None else ("all" if certify else None)
     run = _Run(target, data, battery, seed, batch_size, targeted, queries, progress, keep_adversarials, state,
-               deadline, mode, sync)
+               deadline, mode, sync, PRECISIONS[precision])
     if refuse_randomised and diagnostics.randomised(run.out.probes):
         raise TargetError(
             f"the model {target.name} gives different scores for the same inputs (max difference "
@@ -130,7 +135,9 @@ class _Run:
 
     def __init__(self, target: Target, data: EvalSet, battery: Battery, seed: int, batch_size: int,
                  targeted: str | None, queries: int | None, progress: Progress | None, keep_adversarials: bool,
-                 state: ScanState | None, deadline: float | None, certify: str | None, sync: ShardSync | None = None):
+                 state: ScanState | None, deadline: float | None, certify: str | None, sync: ShardSync | None = None,
+                 precision: torch.dtype | None = None):
+        self.precision = precision
         self.target, self.data, self.battery, self.seed, self.sync = target, data, battery, seed, sync
         self.batch_size, self.targeted, self.queries, self.progress = batch_size, targeted, queries, progress
         self.keep_adversarials, self.state, self.deadline, self.certify = keep_adversarials, state, deadline, certify
@@ -208,6 +215,9 @@ class _Run:
             broken_by=[None] * n, queries_at_break=np.zeros(n, dtype=np.int64), min_distance=np.full(n, np.nan),
             certified=np.zeros(n, dtype=bool), best_margin=np.full(n, -np.inf), nonfinite=np.zeros(n, dtype=np.int64),
         )
+        if self.precision is not None:
+            res.precision = str(self.precision).removeprefix("torch.")
+            res.lowprec = np.zeros(n, dtype=np.int64)
         if self.keep_adversarials:
             res.adversarial = np.full(self.data.x.shape, np.nan, dtype=np.float32)
         return res, Goal(torch.as_tensor(goal, device=self.device), is_targeted)
@@ -319,6 +329,7 @@ class _Run:
         held = 2 if step.attack.minimum_norm else 1
         budget = None if self.queries is None else max(self.queries - held, 0)
         oracle = self.target.attack_oracle(len(idx), goal, budget=budget)
+        oracle.precision = self.precision
         rng = SampleRng(self.seed, f"{res.threat.name}/{step.entry.label}", self.data.ids[idx], self.device)
         raw = step.attack.run(oracle, x0, goal, res.threat, rng)
         if self.queries is not None:
@@ -336,6 +347,8 @@ class _Run:
         hit = verdict.success.cpu().numpy()
         if res.nonfinite is not None:
             res.nonfinite[idx] += (~verdict.finite).cpu().numpy()
+        if res.lowprec is not None and verdict.low_only is not None:
+            res.lowprec[idx] += verdict.low_only.cpu().numpy()
         dist = threat.exact_distance(verdict.candidate, x0).cpu().numpy()  # float64: <= epsilon exactly
         found = np.where(hit, dist, np.nan)
         if step.attack.minimum_norm:

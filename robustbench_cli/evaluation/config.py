@@ -45,6 +45,7 @@ class RunSpec:
     time_budget: float | None = None  # seconds; no new batch starts once it is spent
     surrogates: tuple[TargetSpec, ...] = ()  # transfer attacks craft on these (with_transfer)
     generators: tuple[str, ...] = ()  # trained generator files, run as the generator attack
+    precision: str = "fp32"  # fp32 | bf16 | fp16: the attacks' own passes (verification is always float32)
 
     def __post_init__(self) -> None:
         parse_threats(self.threats)
@@ -55,6 +56,8 @@ class RunSpec:
             if self.preset is not None:  # one would silently replace the other
                 raise UserError(f"give --preset or --attacks, not both (--preset {self.preset} --attacks "
                                 f"{','.join(self.attacks)})")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise UserError(f"--precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.time_budget is not None and not (math.isfinite(self.time_budget) and self.time_budget > 0):
             raise UserError(f"--time-budget must be > 0, got {self.time_budget}")
         self.battery()  # an unknown preset or attack, or --eot that nothing takes: now, not after loading a model

@@ -29,6 +29,8 @@ class Verdict:
     candidate: torch.Tensor  # the projected candidates, exactly what the model was asked
     margin: torch.Tensor  # best other class minus the goal class (reversed when targeted); -inf for NaN scores
     finite: torch.Tensor  # bool per row: every score finite (a NaN or inf answer is never a success)
+    # --precision: bool per row, the candidate reaches the goal in the attacks' reduced precision but not in float32
+    low_only: torch.Tensor | None = None
 
 
 def verify(oracle: Oracle, target: Target, threat: ThreatModel, cand: torch.Tensor, x0: torch.Tensor,
@@ -45,7 +47,12 @@ def verify(oracle: Oracle, target: Target, threat: ThreatModel, cand: torch.Tens
     success = goal.reached(pred) & inside & finite & ~target.rejects(cand).to(x0.device)
     closeness = margin(scores.float(), goal)
     closeness = torch.where(torch.isnan(closeness), torch.full_like(closeness, -math.inf), closeness)
-    return Verdict(success, pred, cand, closeness, finite)
+    low_only = None
+    if oracle.precision is not None:  # what the attack's own view said: a diagnostic model call, not a query
+        with torch.no_grad(), oracle.reduced():
+            low_pred = target.scores(cand).float().argmax(dim=1).to(x0.device)
+        low_only = goal.reached(low_pred) & inside & ~success
+    return Verdict(success, pred, cand, closeness, finite, low_only)
 
 
 def verify_beyond(oracle: Oracle, target: Target, threat: ThreatModel, raw: torch.Tensor, x0: torch.Tensor,

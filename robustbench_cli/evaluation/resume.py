@@ -33,7 +33,7 @@ from robustbench_cli.core.results import AttackOutcome, ThreatResult
 VERSION = 2  # 2: the header carries a checksum of the arrays
 # the per-sample arrays of a ThreatResult a state keeps (broken_by is kept as indices into the attack labels)
 RESULT_ARRAYS = ("robust", "adv_pred", "distance", "queries", "queries_at_break", "min_distance", "adversarial",
-                 "certified", "best_margin", "nonfinite")
+                 "certified", "best_margin", "nonfinite", "lowprec")
 
 
 def state_path_for(report: Path) -> Path:

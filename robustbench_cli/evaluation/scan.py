@@ -96,7 +96,8 @@ def scan(targets: list[Target], data: EvalSet, run: RunSpec, *, detector: Detect
         fp = fingerprint(targets=[{k: t.describe().get(k) for k in keys} for t in targets], data=data.describe(),
                          threats=[t.name for t in threats], battery=battery.config(), seed=run.seed,
                          targeted=run.targeted, queries=run.queries,
-                         **({"shard": sync.shard.name} if sync is not None else {}))
+                         **({"shard": sync.shard.name} if sync is not None else {}),
+                         **({"precision": run.precision} if run.precision != "fp32" else {}))
         state = ScanState(Path(state_path), fp, resume=resume)
     out = ScanRun([], battery, targets, state=state)
     for t in targets:
@@ -104,7 +105,7 @@ def scan(targets: list[Target], data: EvalSet, run: RunSpec, *, detector: Detect
             ev = evaluate(t, data, threats, battery, seed=run.seed, batch_size=run.batch_size, targeted=run.targeted,
                           queries=run.queries, progress=progress, keep_adversarials=keep,
                           refuse_randomised=run.eot < 2,  # a randomised model without EOT: one line, exit 2
-                          state=state, deadline=deadline, certify=run.certify, sync=sync)
+                          state=state, deadline=deadline, certify=run.certify, sync=sync, precision=run.precision)
         except Barrier as b:  # a shard waits for a decision across the whole set; its state is saved
             out.barrier = b
             break

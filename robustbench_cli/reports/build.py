@@ -115,6 +115,9 @@ def _threat_entry(r: ThreatResult) -> dict:
         # a lower bound next to the attacks' upper bound: the share of samples a sound certificate proved robust
         "certified_accuracy": r.certified_accuracy,
         "nonfinite_candidates": None if r.nonfinite is None else int(r.nonfinite[r.eligible].sum()),
+        # --precision: the attacks ran in reduced precision; candidates that broke only there (never counted)
+        **({"precision": {"mode": r.precision, "low_precision_only": int(r.lowprec[r.eligible].sum())}}
+           if r.precision is not None and r.lowprec is not None else {}),
         "certificate": r.certificate,
         "diagnostics": list(r.findings),
         "attacks": attacks,

@@ -120,6 +120,8 @@ class Result:
     robust_accuracy_by_epsilon: dict | None = field(default=None, metadata=OPT)
     certified_accuracy: float | None = None
     nonfinite_candidates: int | None = field(default=None, metadata=OPT)  # candidates answered with NaN/inf scores
+    # --precision bf16/fp16: {"mode", "low_precision_only": candidates that broke in reduced precision, not in fp32}
+    precision: dict | None = field(default=None, metadata=OPT)
     certificate: dict | None = None
     diagnostics: list[Finding]
     attacks: list[AttackRow]

@@ -58,6 +58,7 @@ def block(evaluations: list[Evaluation], shard: Shard, scan: str) -> dict:
             results.append({
                 "best_margin": _floats(r.best_margin if r.best_margin is not None else np.full(n, -np.inf)),
                 "nonfinite": (r.nonfinite if r.nonfinite is not None else np.zeros(n, dtype=np.int64)).tolist(),
+                **({"lowprec": r.lowprec.tolist()} if r.lowprec is not None else {}),
                 "attacks": attacks,
             })
     return {"index": shard.index, "of": shard.of, "scan": scan, "results": results,
@@ -173,6 +174,9 @@ def _merge_result(n: int, parts: list[tuple[Shard, Result, dict]]) -> ThreatResu
         nonfinite=column(lambda _r, e: e["nonfinite"], np.int64, 0),
         seconds=sum(r.seconds for _, r, _ in parts),
     )
+    if r0.precision is not None:
+        res.precision = r0.precision["mode"]
+        res.lowprec = column(lambda _r, e: e["lowprec"], np.int64, 0)
     res.certificate = _merge_certificate([r.certificate for _, r, _ in parts])
     for a in r0.attacks:
         res.attacks.append(_merge_attack(n, a.label, parts, res))

@@ -6,6 +6,7 @@ layout conversion (NHWC ONNX models) and its batching (fixed-batch ONNX models a
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from abc import ABC, abstractmethod
 from typing import cast
@@ -247,6 +248,9 @@ class Oracle:
         self.used = torch.zeros(n, dtype=torch.int64)
         self.exhausted = torch.zeros(n, dtype=torch.bool)
         self.count_gradients = count_gradients
+        # --precision: the attacks' own forward and backward passes run under autocast in this dtype; the
+        # harness's ``exact`` queries never do (a success is judged on the model as it is, in float32)
+        self.precision: torch.dtype | None = None
         # numpy views on the same memory: the ledger's bookkeeping costs microseconds, not torch dispatches
         self._used = self.used.numpy()
         self._all_rows = np.arange(n)
@@ -302,15 +306,27 @@ class Oracle:
             self.exhausted[torch.from_numpy(denied)] = True
         return allowed
 
+    def reduced(self) -> contextlib.AbstractContextManager:
+        """Autocast to the reduced precision of the attacks' own passes (a no-op in float32)."""
+        if self.precision is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.precision)
+
+    def _ask(self, x: torch.Tensor, exact: bool) -> torch.Tensor:
+        if exact or self.precision is None:
+            return self.target.scores(x, fast=not exact)
+        with self.reduced():  # the model's own route: a faster float32 stand-in would not be reduced precision
+            return self.target.scores(x).float()
+
     def scores(self, x: torch.Tensor, rows: torch.Tensor | None = None, *, exact: bool = False) -> torch.Tensor:
         """Scores, one query per input. Attacks get the target's fast route; the harness asks ``exact``."""
         allowed = self._charge(self._rows(x, rows))
         if allowed is None:
-            return self.target.scores(x, fast=not exact)
+            return self._ask(x, exact)
         out = torch.full((len(x), self.num_classes), float("nan"), device=self.device)
         idx = torch.from_numpy(allowed.nonzero()[0])
         if len(idx):
-            out[idx.to(self.device)] = self.target.scores(x[idx.to(x.device)], fast=not exact)
+            out[idx.to(self.device)] = self._ask(x[idx.to(x.device)], exact)
         return out
 
     def logits(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -323,4 +339,8 @@ class Oracle:
         """Differentiable logit-like outputs (white-box only); each input costs one query when counted."""
         if self.count_gradients:
             self._charge(self._rows(x, rows))
-        return self.target.as_logits(self.target.forward(x))
+        if self.precision is None:
+            return self.target.as_logits(self.target.forward(x))
+        with self.reduced():
+            out = self.target.forward(x)
+        return self.target.as_logits(out.float())

@@ -59,6 +59,18 @@ def _metadata_normalisation(session) -> tuple[list[float] | None, list[float] | 
     return mean, std
 
 
+
+def providers() -> list[str]:
+    """onnxruntime's execution providers, best first: CUDA when onnxruntime-gpu is installed and a GPU answers (the
+    report names the provider that ran), else the CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" in available and torch.cuda.is_available():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
 class OnnxTarget(Target):
     kind = "onnx"
     capabilities = Capability.LABELS | Capability.SCORES
@@ -84,7 +96,7 @@ class OnnxTarget(Target):
         if threads:
             opts.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(p), sess_options=opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(p), sess_options=opts, providers=providers())
         except Exception as e:  # onnxruntime raises its own exception classes for every load failure
             msg = _ort_message(e)
             if "external" in msg.lower() or "No such file" in msg:
@@ -174,6 +186,7 @@ class OnnxTarget(Target):
             "onnx_outputs": names,
             "layout": self.layout,
             "fixed_batch": self.fixed_batch,
+            "provider": self.session.get_providers()[0],  # the execution provider that runs, in the report
         }
 
     def _setup_layout(self, shape, layout, path):
