@@ -3,8 +3,13 @@ rises with epsilon, an unbounded attack that cannot reach chance, and a black-bo
 are each flagged with their id; a sound model passes every check. (tests/test_eot_bpda.py has the end-to-end case of
 an input quantiser: the checks fire, and --bpda quiets them.)"""
 
+import math
+
 import numpy as np
+import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from linear_truth import linear_module, random_linear_problem
 from torch import nn
 
@@ -210,3 +215,17 @@ def test_nan_scores_are_never_breaks_and_are_counted():
     assert r.nonfinite.sum() >= len(data)
     found = {f["check"]: f for f in check(r)}
     assert found["finite-scores"]["passed"] is False and "NaN" in found["finite-scores"]["message"]
+
+
+@given(m=st.integers(0, 3000), p=st.floats(0.0, 1.0), share=st.floats(0.0, 1.0))
+def test_the_binomial_tail_is_a_probability_for_any_sample_count(m, p, share):
+    """The chance-level checks run on scans of thousands of samples: the tail never overflows, and it is the exact
+    sum where that is computable."""
+    from robustbench_cli.evaluation.diagnostics import binomial_tail
+
+    c = round(share * m)
+    got = binomial_tail(c, m, p)
+    assert 0.0 <= got <= 1.0
+    if m <= 60:
+        exact = sum(math.comb(m, i) * p**i * (1 - p) ** (m - i) for i in range(c, m + 1))
+        assert got == pytest.approx(min(1.0, exact), rel=1e-9, abs=1e-12)

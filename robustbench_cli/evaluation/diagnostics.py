@@ -140,9 +140,20 @@ def _unbounded(target, x: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor
     return info
 
 
-def _binomial_tail(c: int, m: int, p: float) -> float:
-    """P(X >= c) for X ~ Binomial(m, p)."""
-    return float(min(1.0, sum(math.comb(m, i) * p**i * (1 - p) ** (m - i) for i in range(c, m + 1))))
+def binomial_tail(c: int, m: int, p: float) -> float:
+    """P(X >= c) for X ~ Binomial(m, p), summed in log space: the terms' binomial coefficients overflow a float
+    from a few hundred samples on (math.comb(2000, 1000) has 600 digits)."""
+    if c <= 0:
+        return 1.0
+    if c > m or p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    lp, lq = math.log(p), math.log1p(-p)
+    logs = [math.lgamma(m + 1) - math.lgamma(i + 1) - math.lgamma(m - i + 1) + i * lp + (m - i) * lq
+            for i in range(c, m + 1)]
+    top = max(logs)
+    return float(min(1.0, math.exp(top) * math.fsum(math.exp(v - top) for v in logs)))
 
 
 def _eot_draws(e: Evaluation) -> int:
@@ -230,7 +241,7 @@ def check_target(e: Evaluation) -> list[dict]:
         k = e.target.get("num_classes")
         if u and u["rows"] and k:
             c, m = u["still_correct"], u["rows"]
-            ok = _binomial_tail(c, m, 1.0 / k) >= UNBOUNDED_LEVEL
+            ok = binomial_tail(c, m, 1.0 / k) >= UNBOUNDED_LEVEL
             out.append({"check": "unbounded-epsilon", "passed": ok, "message": (
                 f"with the whole input box allowed (linf {u['epsilon']:g}), {u['attack']} left {c} of {m} clean-correct "
                 f"probe inputs correctly classified ({100 * c / m:.1f}%; chance is {100 / k:.1f}%)" + ("" if ok else
@@ -268,7 +279,7 @@ def check_inputs(e: Evaluation) -> list[dict]:
     k = e.target.get("num_classes")
     n, c = int(r.eligible.sum()), int((r.clean_correct & r.eligible).sum())
     if k and n >= 10:
-        at_chance = _binomial_tail(c, n, 1.0 / k) >= CHANCE_LEVEL
+        at_chance = binomial_tail(c, n, 1.0 / k) >= CHANCE_LEVEL
         out.append({"check": "clean-accuracy", "passed": not at_chance, "message": (
             f"clean accuracy {100 * c / n:.1f}% on {n} samples, above chance ({100 / k:.1f}%)" if not at_chance else
             f"clean accuracy {100 * c / n:.1f}% on {n} samples is no better than chance ({100 / k:.1f}% for {k} "
