@@ -162,3 +162,31 @@ def tiny_cli_files(folder: Path, n: int = 30) -> dict[str, str]:
     np.savez(folder / "d.npz", x=x, y=y)
     return {"model": str(folder / "factory.py") + ":build", "model_b": str(folder / "factory_b.py") + ":build",
             "w0": str(folder / "w0.pt"), "w1": str(folder / "w1.pt"), "data": str(folder / "d.npz")}
+
+
+def interrupted(report: Report, target: str, threat: str, attack: str, completed: int,
+                reason: str = "interrupted") -> Report:
+    """``report`` as a scan stopped midway would leave it (evaluation/cascade.py): ``attack`` on (``target``,
+    ``threat``) finished ``completed`` of its samples, every later attack of that target is ``not run: REASON``,
+    later targets never started, and the report is marked incomplete with what was left undone."""
+    from robustbench_cli.reports.build import incomplete_summary
+
+    data = json.loads(report.to_json())
+    results, started, stopped = [], False, False
+    for r in data["results"]:
+        if stopped and r["target"] != target:
+            break  # the scan stops at the target it was on: later targets are not in the report
+        for a in r["attacks"]:
+            if r["target"] == target and r["threat"] == threat and a["label"] == attack:
+                assert 0 <= completed < a["attempted"], (completed, a["attempted"])
+                a["completed"], started, stopped = completed, True, True
+            elif stopped:
+                a.update(skipped=f"not run: {reason}", completed=None)
+            elif a["skipped"] is None:
+                a["completed"] = a["attempted"]
+        results.append(r)
+    assert started, f"no attack {attack} on {target} {threat}"
+    not_started = [t["name"] for t in data["targets"] if t["name"] not in {r["target"] for r in results}]
+    data.update(results=results, complete=False, incomplete=incomplete_summary(results, reason, not_started))
+    data["targets"] = [t for t in data["targets"] if t["name"] not in not_started]
+    return Report.from_dict(data)

@@ -8,6 +8,7 @@ pyproject.toml gives defaults for the options not on the command line) and hands
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from robustbench_cli.cli import ci
-from robustbench_cli.cli.app import app, floats, make_progress, user_errors
+from robustbench_cli.cli.app import ScanProgress, app, floats, make_progress, user_errors
 from robustbench_cli.cli.ci import Alpha, Annotate, Config, FailUnder, Junit, MaxDrop, Paired, Summary
 from robustbench_cli.core.errors import ExitCode, UserError
 
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
     from robustbench_cli.config import ScanConfig
     from robustbench_cli.reports.model import Report
 
-out = Console(width=None if sys.stdout.isatty() else 150)  # logs and pipes get the whole table
+# logs and pipes get the whole table, unless COLUMNS says how wide
+out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 150)
 err = Console(stderr=True)
 
 DEFAULT_REPORT_DIR = Path("robust-report")
@@ -125,9 +127,9 @@ def scan(
 
     With gate rules (--fail-under, --max-drop, --gate) the exit code is the gate's: 0 passed, 1 failed, 2 could not judge.
     """
-    with user_errors(debug):
+    with user_errors(debug), make_progress(err) as progress:  # on screen before torch, the data or a model loads
         cfg = scan_config(ctx, dict(ctx.params))
-        verdict = run_scan(cfg)
+        verdict = run_scan(cfg, progress)
     if verdict is not None:
         raise typer.Exit(verdict.exit_code)
 
@@ -219,8 +221,9 @@ def _tuple(values: list[float] | None) -> tuple[float, ...] | None:
     return None if values is None else tuple(values)
 
 
-def run_scan(cfg: ScanConfig):
-    """Run the scan, write its reports, judge its gate; the verdict (None without a gate)."""
+def run_scan(cfg: ScanConfig, progress: ScanProgress):
+    """Run the scan, write its reports, judge its gate; the verdict (None without a gate). ``progress``: the
+    display, already on screen; it stops when the scan ends, before the table."""
     from robustbench_cli.gate.plan import GatePlan
 
     outputs = cfg.outputs.paths()
@@ -239,21 +242,21 @@ def run_scan(cfg: ScanConfig):
     from robustbench_cli.evaluation.interrupts import terminate_as_interrupt
 
     terminate_as_interrupt()
-    progress, update = make_progress(err)
     with output_lock(outputs[0]):  # held until the reports are written: one scan per report, and per state file
-        return _run_and_write(cfg, plan, outputs, progress, update)
+        return _run_and_write(cfg, plan, outputs, progress)
 
 
-def _run_and_write(cfg: ScanConfig, plan, outputs: list[Path], progress, update):
+def _run_and_write(cfg: ScanConfig, plan, outputs: list[Path], progress: ScanProgress):
     from robustbench_cli import api
 
     with progress:
         if cfg.workers is not None:
             from robustbench_cli import distributed
 
-            outcome = distributed.run_workers(cfg, progress=update)
+            outcome = distributed.run_workers(cfg, progress=progress.update)
         else:
-            outcome = api.run(cfg, progress=update)
+            outcome = api.run(cfg, progress=progress.update)
+        progress.finish(outcome.stopped)
     rep = outcome.report
     if outcome.stopped is not None and any(p.exists() for p in outputs):
         # a stopped scan never replaces reports already there: its partial reports go beside them
@@ -374,9 +377,10 @@ def demo(
             ]
         for i, (cfg, banner) in enumerate(scans):
             err.print(banner)
-            progress, update = make_progress(err)
-            with progress:
-                rep = api.run(cfg, progress=update, state=False).report
+            with make_progress(err) as progress:
+                outcome = api.run(cfg, progress=progress.update, state=False)
+                progress.finish(outcome.stopped)
+            rep = outcome.report
             _finish(rep, cfg.outputs.paths())
             if defences and i == 0:
                 C.render_console(C.compare(rep), out)

@@ -5,23 +5,38 @@ from __future__ import annotations
 import pandas as pd
 
 from robustbench_cli.core.records import to_data
-from robustbench_cli.reports.model import Report
+from robustbench_cli.reports.model import AttackRow, Report, Result
+
+NOT_FINISHED = "not finished"  # in place of a robust accuracy the scan stopped before it finished
+
+
+def unfinished(a: AttackRow) -> bool:
+    """An attack a stopped scan (Ctrl-C, --time-budget) left: started and not finished on all its samples, or not
+    run at all because the scan stopped first. Its robust accuracy so far is no result (reports/build.py lists the
+    same attacks under ``incomplete``)."""
+    return (a.completed is not None and a.completed < a.attempted) or (a.skipped or "").startswith("not run")
+
+
+def result_unfinished(r: Result) -> bool:
+    """The battery did not finish on this target and threat: its robust accuracy is no result yet."""
+    return any(unfinished(a) for a in r.attacks)
 
 
 def summary_frame(report: Report) -> pd.DataFrame:
     """One row per (target, threat): n, clean and robust accuracy (and certified accuracy when a certificate ran),
-    robust accuracy after each attack, queries, time."""
+    robust accuracy after each attack, queries, time. Where a stopped scan left the battery unfinished, the robust
+    accuracy (and that of each unfinished attack) is the text ``not finished``, never the partial number."""
     rows = []
     certified = any(r.certified_accuracy is not None for r in report.results)
     for r in report.results:
         row = {
-            "target": r.target, "threat": r.threat, "n": r.n,
-            "clean_accuracy": r.clean_accuracy, "robust_accuracy": r.robust_accuracy,
+            "target": r.target, "threat": r.threat, "n": r.n, "clean_accuracy": r.clean_accuracy,
+            "robust_accuracy": NOT_FINISHED if result_unfinished(r) else r.robust_accuracy,
         }
-        if certified:  # only when a certificate ran: a lower bound next to the upper one
+        if certified:  # only when a certificate ran: a lower bound next to the upper one (a proof, even if partial)
             row["certified_accuracy"] = r.certified_accuracy
         for a in r.attacks:
-            row[f"after:{a.label}"] = None if a.skipped else a.robust_accuracy_after
+            row[f"after:{a.label}"] = NOT_FINISHED if unfinished(a) else None if a.skipped else a.robust_accuracy_after
         row["queries_mean"] = r.queries_mean
         row["queries_median_success"] = r.queries_median_success
         row["seconds"] = r.seconds
@@ -43,9 +58,9 @@ def attacks_frame(report: Report) -> pd.DataFrame:
         for a in r.attacks:
             rows.append({
                 "target": r.target, "threat": r.threat, "attack": a.label,
-                "status": "skipped" if a.skipped else "ran",
+                "status": NOT_FINISHED if unfinished(a) else "skipped" if a.skipped else "ran",
                 "attempted": a.attempted, "broken": a.broken, "success_rate": a.success_rate,
-                "robust_accuracy_after": a.robust_accuracy_after,
+                "robust_accuracy_after": None if unfinished(a) else a.robust_accuracy_after,
                 "queries_mean": a.queries_mean, "queries_mean_success": a.queries_mean_success,
                 "queries_median_success": a.queries_median_success,
                 "seconds": a.seconds, "reason": a.skipped or "",
