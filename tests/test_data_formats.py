@@ -390,3 +390,18 @@ def test_small_files_that_unpack_to_gigabytes_are_refused_before_allocating(tmp_
     (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": [row] * 1000, b"labels": [0] * 1000}))
     with pytest.raises(DataError, match="must be a uint8 array"):
         load_eval_set(str(tmp_path / "test_batch"))
+
+
+def test_the_decoded_mnist_is_cached_and_a_damaged_cache_is_decoded_again(tmp_path, monkeypatch):
+    from robustbench_cli.core.data import DataSpec
+
+    monkeypatch.setenv("ROBUST_CACHE_DIR", "off")
+    plain = DataSpec("mnist:test").load()
+    monkeypatch.setenv("ROBUST_CACHE_DIR", str(tmp_path))
+    first = DataSpec("mnist:test").load()  # decodes, writes the cache
+    (cached,) = tmp_path.glob("mnist_5k-*.npz")
+    second = DataSpec("mnist:test").load()  # from the cache
+    assert plain.sha256 == first.sha256 == second.sha256
+    cached.write_bytes(b"not an npz")  # damaged: decoded again and rewritten, never trusted
+    third = DataSpec("mnist:test").load()
+    assert third.sha256 == plain.sha256 and cached.stat().st_size > 1000

