@@ -58,17 +58,19 @@ def scan(model: Any, data: Any, *, threats: list[str] | tuple[str, ...], preset:
          attacks: list[str] | None = None, targeted: str | None = None, queries: int | None = None, seed: int = 0,
          batch_size: int = 256, n: int | None = None, offset: int = 0, shuffle: bool = False, device: str = "auto",
          mean: list[float] | None = None, std: list[float] | None = None, access: str = "auto", eot: int = 1,
-         certify: bool | None = None, precision: str = "fp32", progress: Progress | None = None) -> ScanReport:
+         certify: bool | None = None, precision: str = "fp32", threads: int | None = None,
+         progress: Progress | None = None) -> ScanReport:
     """Scan ``model`` (or a list of models) on ``data`` under ``threats`` with a preset or named attacks.
 
     ``mean``/``std`` normalise inside the model (epsilon stays in [0,1] pixel space); ``access`` hides gradients
     (``scores``) or scores (``labels``); ``precision`` (``bf16``, ``fp16``) runs the attacks' passes under autocast
     and still verifies every candidate in float32; the other options are those of ``robust scan``."""
-    run = RunSpec(threats=tuple(threats), preset=preset, attacks=tuple(attacks) if attacks else None,
+    run = RunSpec(threats=tuple(threats), preset=preset, attacks=tuple(attacks) if attacks else None, threads=threads,
                   targeted=targeted, queries=queries, seed=seed, batch_size=batch_size, eot=eot, certify=certify,
                   precision=precision)
     options = dict(device=device, batch_size=batch_size, access=access,
                    mean=tuple(mean) if mean is not None else None, std=tuple(std) if std is not None else None)
+    run.apply_threads()
     models = list(model) if isinstance(model, (list, tuple)) else [model]
     targets = [_target(m, options) for m in models]
     names = [t.name for t in targets]
@@ -94,6 +96,7 @@ def run(cfg: ScanConfig, progress: Progress | None = None, *, state: bool = True
     if cfg.outputs.save_examples is not None:
 
         examples_dir = check_folder(cfg.outputs.save_examples)
+    cfg.run.apply_threads()
     data = cfg.data.load(cfg.run.seed)
     sync = None
     part = data
@@ -199,6 +202,7 @@ def _report(result: ScanRun, data: EvalSet, run: RunSpec, options: dict,
     report = build_report(result.evaluations, data=data.describe(), battery=result.battery.config(), seed=run.seed,
                           device=", ".join(sorted({str(t.device) for t in result.targets})), options=options,
                           stopped=result.stopped, not_started=result.not_started)
+    report.provenance["threads"] = torch.get_num_threads()  # what the times were measured with
     for entry, summary in zip(report.results, result.checks):
         if examples_dir is not None:
             summary.update(folder=str(examples_dir), index=str(Path(examples_dir) / "index.csv"))

@@ -40,7 +40,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "threat": ("run", "threats"), "preset": ("run", "preset"), "attacks": ("run", "attacks"),
     "targeted": ("run", "targeted"), "queries": ("run", "queries"), "seed": ("run", "seed"),
     "batch-size": ("run", "batch_size"), "eot": ("run", "eot"), "certify": ("run", "certify"),
-    "time-budget": ("run", "time_budget"),
+    "time-budget": ("run", "time_budget"), "threads": ("run", "threads"), "precision": ("run", "precision"),
     "weights-key": ("targets", "weights_key"), "num-classes": ("targets", "num_classes"),
     "mean": ("targets", "mean"), "std": ("targets", "std"), "layout": ("targets", "layout"),
     "output": ("targets", "output"), "access": ("targets", "access"), "device": ("targets", "device"),

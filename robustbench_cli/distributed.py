@@ -189,6 +189,7 @@ def run_workers(cfg: ScanConfig, progress: Progress | None = None, executor: Exe
         raise UserError("run_workers needs --workers")
     run = executor or RayExecutor(cfg.workers, cfg.ray_address)  # Ray there and the address answering, first
     cfg.outputs.paths()
+    cfg.run.apply_threads()
     data = cfg.data.load(cfg.run.seed)
     loaded = [load_target(s) for s in cfg.targets]  # the decisions' certificates run on them here
     api.check_batch_independent(cfg.run, loaded, data)

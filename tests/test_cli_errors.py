@@ -430,6 +430,9 @@ CASES: dict[str, tuple[list[str], tuple[str, ...]]] = {
     "output-unknown": ([ONNX, "--data", "{ok_npz}", "--output", "probs"], ("no output named 'probs'", "logits")),
     # EOT and BPDA (tests/test_eot_bpda.py has the randomised, NaN and quantised models)
     "eot-zero": ([ONNX, "--data", "{ok_npz}", "--eot", "0"], ("--eot must be in 1..",)),
+    "threads-zero": ([ONNX, "--data", "{ok_npz}", "--threads", "0"], ("--threads must be in 1..1024",)),
+    "precision-unknown": ([ONNX, "--data", "{ok_npz}", "--precision", "int8"], ("--precision must be fp32, bf16 or fp16",
+                                                                                "'int8'")),
     "eot-without-gradient-attacks": ([ONNX, "--data", "{ok_npz}", "--eot", "4", "--attacks", "square"],
                                      ("--eot 4", "none of the battery's attacks")),
     "bpda-on-onnx": ([ONNX, "--data", "{ok_npz}", "--bpda", "0"], ("--bpda", "ONNX")),

@@ -1,5 +1,5 @@
-"""--precision bf16/fp16: the attacks' passes run under autocast, but a success never rests on reduced precision:
-every candidate is verified in float32 on the model as it is, and the report counts the candidates that broke only
+"""--precision bf16/fp16 and --threads. Reduced precision: the attacks' passes run under autocast, but a success never
+rests on reduced precision: every candidate is verified in float32 on the model as it is, and the report counts the candidates that broke only
 in reduced precision."""
 
 from __future__ import annotations
@@ -56,3 +56,16 @@ def test_reduced_precision_attacks_still_break_a_model_that_breaks(precision):
 def test_an_unknown_precision_is_one_clear_error():
     with pytest.raises(UserError, match="--precision must be fp32, bf16 or fp16"):
         RunSpec(threats=("linf:0.1",), precision="int8")
+
+
+def test_threads_are_set_and_recorded_with_the_times():
+    before = torch.get_num_threads()
+    try:
+        net = nn.Sequential(nn.Flatten(), nn.Linear(64, 3)).eval()
+        x = np.random.default_rng(2).random((6, 1, 8, 8), dtype=np.float32)
+        report = robust.scan(net, (x, np.zeros(6, dtype=np.int64)), threats=["linf:0.1"], attacks=["fgsm"], threads=1)
+        assert report.provenance["threads"] == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(UserError, match="--threads must be in 1..1024"):
+        RunSpec(threats=("linf:0.1",), threads=0)

@@ -94,6 +94,8 @@ def scan(
     queries: Annotated[int | None, typer.Option(help="Per-sample query budget for every attack (verification included).", rich_help_panel=RUN)] = None,
     seed: Annotated[int, typer.Option(help="Seed for every random choice; in the report.", rich_help_panel=RUN)] = 0,
     batch_size: Annotated[int, typer.Option(help="Samples attacked at once.", rich_help_panel=RUN)] = 256,
+    threads: Annotated[int | None, typer.Option(help="Threads for torch and onnxruntime (default: torch's, one per core it sees); recorded in the report. On a shared or busy machine fewer threads can be much faster.", rich_help_panel=RUN)] = None,
+    precision: Annotated[str, typer.Option(help="fp32, bf16 or fp16: the attacks' own forward and backward passes under autocast (PyTorch targets); every candidate is still verified in float32, and the report counts those that broke only in reduced precision.", rich_help_panel=RUN)] = "fp32",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted scan from its state file (next to the first report); run the same command with --resume.", rich_help_panel=RUN)] = False,
     time_budget: Annotated[str | None, typer.Option(help="Stop starting new work after this long (90s, 10m, 1h30m); the report says which samples and attacks completed.", rich_help_panel=RUN)] = None,
     shard: Annotated[str | None, typer.Option(help="Scan only shard I of N (I/N, e.g. 2/8: the samples at positions I-1, I-1+N, ...) and write a shard's report; join the N reports with `robust merge` (a Slurm array: one shard per task).", rich_help_panel=SCALE)] = None,
@@ -184,6 +186,7 @@ def scan_config(ctx: typer.Context, p: dict[str, Any]) -> ScanConfig:
             attacks=None if p["attacks"] is None else tuple(a.strip() for a in p["attacks"].split(",")),
             targeted=p["targeted"], queries=p["queries"], seed=p["seed"], batch_size=p["batch_size"], eot=p["eot"],
             certify=p["certify"], time_budget=None if p["time_budget"] is None else parse_duration(p["time_budget"]),
+            threads=p["threads"], precision=p["precision"],
             surrogates=tuple(surrogate_spec(s, mean=mean, std=std, **loading) for s in p["surrogate"] or []),
             generators=tuple(p["generator"] or [])),
         detector=None if p["detector"] is None else DetectorSpec(

@@ -46,6 +46,7 @@ class RunSpec:
     surrogates: tuple[TargetSpec, ...] = ()  # transfer attacks craft on these (with_transfer)
     generators: tuple[str, ...] = ()  # trained generator files, run as the generator attack
     precision: str = "fp32"  # fp32 | bf16 | fp16: the attacks' own passes (verification is always float32)
+    threads: int | None = None  # torch's (and onnxruntime's) threads; None: torch's default (the cores it sees)
 
     def __post_init__(self) -> None:
         parse_threats(self.threats)
@@ -56,11 +57,21 @@ class RunSpec:
             if self.preset is not None:  # one would silently replace the other
                 raise UserError(f"give --preset or --attacks, not both (--preset {self.preset} --attacks "
                                 f"{','.join(self.attacks)})")
+        if self.threads is not None and not (isinstance(self.threads, int) and 1 <= self.threads <= 1024):
+            raise UserError(f"--threads must be in 1..1024, got {self.threads}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise UserError(f"--precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.time_budget is not None and not (math.isfinite(self.time_budget) and self.time_budget > 0):
             raise UserError(f"--time-budget must be > 0, got {self.time_budget}")
         self.battery()  # an unknown preset or attack, or --eot that nothing takes: now, not after loading a model
+
+    def apply_threads(self) -> int:
+        """Set torch's thread count (before any model loads: the onnxruntime routes take the same); the count."""
+        import torch
+
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        return torch.get_num_threads()
 
     def threat_models(self) -> list[ThreatModel]:
         return parse_threats(self.threats)

@@ -93,8 +93,8 @@ class OnnxTarget(Target):
         # Attacks interleave model calls with torch work on the same cores; spinning onnxruntime threads would
         # hold the cores between calls and slow every torch op in between (measured: 2x on 2 cores).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads:
-            opts.intra_op_num_threads = threads
+        # as many threads as torch (--threads sets both), not onnxruntime's own choice of every core
+        opts.intra_op_num_threads = threads or max(1, torch.get_num_threads())
         try:
             self.session = ort.InferenceSession(str(p), sess_options=opts, providers=providers())
         except Exception as e:  # onnxruntime raises its own exception classes for every load failure
