@@ -77,3 +77,25 @@ def test_bench_defences_smoke(tmp_path):
     plain, non_adaptive, adaptive = res["detector"]["rows"]
     assert non_adaptive["adaptive"] is False and adaptive["adaptive"] is True
     assert adaptive["robust_accuracy"] <= non_adaptive["robust_accuracy"]
+
+
+@pytest.mark.slow
+def test_bench_readme_times_runs_the_readme_command_and_reads_what_it_scanned(tmp_path, capsys):
+    """bench_readme_times.py on `robust demo` (the README's quick start): timed, with the machine and load, and the
+    images the demo scanned read back from its report, which is what the README says it scans."""
+    bench = _load("bench_readme_times")
+    out = tmp_path / "times.json"
+    assert bench.main(["--only", "robust demo", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["machine"]["cores_usable"] >= 1 and res["machine"]["torch"]
+    (run,) = res["runs"]
+    assert run["command"] == "robust demo" and run["exit_code"] == 0 and run["seconds"] > 0
+    assert run["load_before"] is None or len(run["load_before"]) == 3
+    (scanned,) = run["scanned"]
+    assert scanned["data"] == "mnist:test" and scanned["images"] == 200 and len(scanned["targets"]) == 2
+    assert "| `robust demo` |" in capsys.readouterr().out
+    from robustbench_cli.core.data import load_eval_set
+
+    readme = (ROOT / "README.md").read_text()
+    assert "on 200 of its 1,000 held-out digits" in readme  # what the README says the demo scans
+    assert len(load_eval_set("mnist:test").y) == 1000
