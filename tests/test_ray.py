@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from robustbench_cli import zoo
+from robustbench_cli.reports.model import timeless
 
 pytest.importorskip("ray", reason='Ray is the optional extra robust-scan[ray]; the test extra installs it')
 
@@ -25,14 +26,7 @@ SCAN = [ONNX, "--data", "mnist", "--n", "24", "--attacks", "square", "--eps", "0
 
 
 def _results(path: Path) -> list[dict]:
-    """Every result as data, without what a clock measured."""
-    def strip(v):
-        if isinstance(v, dict):
-            return {k: strip(x) for k, x in v.items() if "seconds" not in k}
-        if isinstance(v, list):
-            return [strip(x) for x in v]
-        return v
-    return strip(json.loads(path.read_text())["results"])
+    return timeless(json.loads(path.read_text())["results"])
 
 
 @pytest.fixture(scope="module")

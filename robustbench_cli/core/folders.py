@@ -186,11 +186,11 @@ def decode_folder(path: Path, files: list[Path], resize: tuple[int, int] | None,
             with _open(f) as im:
                 arrays.append(deep_grey(im, f) if deep else np.asarray(im.convert(mode), dtype=np.uint8))
         if resize is not None and len({a.shape for a in arrays}) > 1:
-            x = np.concatenate([_resize_crop(_unit(a, mode, deep, scale, to_unit_range, path), resize, None)
+            x = np.concatenate([resize_crop(_unit(a, mode, deep, scale, to_unit_range, path), resize, None)
                                 for a in arrays])
-            x = _resize_crop(x, None, crop)
+            x = resize_crop(x, None, crop)
         else:
-            x = _resize_crop(_unit(np.stack(arrays), mode, deep, scale, to_unit_range, path), resize, crop)
+            x = resize_crop(_unit(np.stack(arrays), mode, deep, scale, to_unit_range, path), resize, crop)
         digest.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
         if isinstance(store, RowFile):
             store.append(x)
@@ -207,7 +207,7 @@ def _unit(x: np.ndarray, mode: str, deep: bool, scale, to_unit_range, path: Path
     return to_unit_range(x, str(path), scale)
 
 
-def _resize_crop(x: np.ndarray, resize: tuple[int, int] | None, crop: tuple[int, int] | None) -> np.ndarray:
+def resize_crop(x: np.ndarray, resize: tuple[int, int] | None, crop: tuple[int, int] | None) -> np.ndarray:
     """Bilinear antialiased resize (as torchvision's Resize) and a centre crop, per image."""
     if resize is None and crop is None:
         return x

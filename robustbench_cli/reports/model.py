@@ -305,6 +305,16 @@ class Report:
         return run.get(name) if isinstance(run, dict) else self.options.get(name)
 
 
+def timeless(value: Any) -> Any:
+    """Report data without what a clock measured (every key naming seconds): what two runs of one scan, in one
+    process or in shards, must agree on to the last digit."""
+    if isinstance(value, dict):
+        return {k: timeless(v) for k, v in value.items() if "seconds" not in k}
+    if isinstance(value, list):
+        return [timeless(v) for v in value]
+    return value
+
+
 def report_schema() -> dict:
     """The JSON Schema (draft 2020-12) that documents ``robust-report/1``."""
     from importlib import resources
