@@ -203,6 +203,9 @@ def _report(result: ScanRun, data: EvalSet, run: RunSpec, options: dict,
                           device=", ".join(sorted({str(t.device) for t in result.targets})), options=options,
                           stopped=result.stopped, not_started=result.not_started)
     report.provenance["threads"] = torch.get_num_threads()  # what the times were measured with
+    reverified = sum(e.reverified for e in result.evaluations)
+    if reverified:  # a resumed scan: the breaks it restored were verified again on the model, one query each
+        report.provenance["resume"] = {"breaks_verified_again": reverified}
     for entry, summary in zip(report.results, result.checks):
         if examples_dir is not None:
             summary.update(folder=str(examples_dir), index=str(Path(examples_dir) / "index.csv"))

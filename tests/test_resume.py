@@ -283,3 +283,73 @@ def test_a_second_scan_on_the_same_report_is_refused_while_the_first_runs(tmp_pa
     res = run_cli("scan", ONNX, "--data", "mnist", "--n", "5", "--attacks", "noise", "--eps", "0.3", "-o", out)
     assert res.exit_code == 0 and out.exists()  # released: the next scan runs
     assert not (tmp_path / "r.json.lock").exists()
+
+
+# --- a resumed state is evidence, verified again: never trusted -----------------------------------------------------
+def _resumable(tmp_path: Path):
+    from robustbench_cli import api
+    from robustbench_cli.config import ScanConfig
+    from robustbench_cli.core.data import DataSpec
+    from robustbench_cli.evaluation.config import RunSpec
+    from robustbench_cli.reports.writers import OutputSpec
+    from robustbench_cli.targets import TargetSpec
+
+    cfg = ScanConfig(targets=(TargetSpec(zoo.SPEC, weights=str(zoo.WEIGHTS), fast_forward=False),),
+                     data=DataSpec("mnist", n=30), run=RunSpec(threats=("linf:0.1",), attacks=("fgsm", "pgd")),
+                     outputs=OutputSpec((str(tmp_path / "r.json"),)))
+    first = api.run(cfg)  # the state stays until a caller removes it
+    again = ScanConfig.from_dict({**cfg.to_dict(), "resume": True})
+    return api, first, again
+
+
+def _rewrite_state(path: Path, edit) -> None:
+    """Edit a state's arrays and sign them again, as someone who knows the checksum's recipe could."""
+    from robustbench_cli.evaluation import resume
+
+    with np.load(path, allow_pickle=False) as z:
+        header = json.loads(str(z["header"]))
+        arrays = {k: z[k].copy() for k in z.files if k != "header"}
+    edit(arrays)
+    header["checksum"] = resume._checksum(header["fingerprint"], arrays)
+    np.savez(path, header=np.array(json.dumps(header)), **arrays)
+
+
+def test_a_resumed_scan_verifies_every_restored_break_again(tmp_path):
+    api, first, again = _resumable(tmp_path)
+    broken = first.report.results[0].broken
+    assert broken > 0
+    resumed = api.run(again)
+    assert resumed.report.provenance["resume"] == {"breaks_verified_again": broken}
+    assert resumed.report.results[0].samples == first.report.results[0].samples  # per-sample columns unchanged
+
+
+def test_a_state_claiming_breaks_it_cannot_show_is_refused(tmp_path):
+    api, first, again = _resumable(tmp_path)
+    state = tmp_path / "r.json.state.npz"
+    robust = np.flatnonzero(np.array(first.report.results[0].samples.robust))
+    assert len(robust)
+
+    def mark_broken(a):  # a robust sample marked broken, with no candidate behind it
+        a["0/robust"][robust[0]] = False
+        a["0/adv_pred"][robust[0]] = 3
+
+    _rewrite_state(state, mark_broken)
+    with pytest.raises(UserError, match="without the candidate that broke them"):
+        api.run(again)
+
+
+def test_a_state_whose_candidate_does_not_break_the_model_is_refused(tmp_path):
+    api, first, again = _resumable(tmp_path)
+    state = tmp_path / "r.json.state.npz"
+    samples = first.report.results[0].samples
+    robust = int(np.flatnonzero(np.array(samples.robust))[0])
+    broken = int(np.flatnonzero(~np.array(samples.robust) & np.array(samples.clean_correct()))[0])
+
+    def borrow(a):  # a robust sample marked broken with another sample's candidate (a real adversarial example)
+        a["0/robust"][robust] = False
+        a["0/adv_pred"][robust] = a["0/adv_pred"][broken]
+        a["0/cand_row"][robust] = a["0/cand_row"][broken]
+
+    _rewrite_state(state, borrow)
+    with pytest.raises(UserError, match="do not hold on the model"):
+        api.run(again)

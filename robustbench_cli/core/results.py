@@ -68,6 +68,9 @@ class ThreatResult:
     # in reduced precision but not on the model in float32 (never counted as a break: the harness checks in fp32)
     precision: str | None = None
     lowprec: np.ndarray | None = None
+    # int per sample: the row of its first break's candidate in the resume state's candidate file (-1: none); kept
+    # only while a state is, so that a resumed scan re-verifies every break it restores
+    cand_row: np.ndarray | None = None
     # the diagnostic checks of this result (evaluation/diagnostics.py), each {"check", "passed", "message", ...}
     findings: list[dict] = field(default_factory=list)
 
@@ -104,3 +107,4 @@ class Evaluation:
     probes: dict = field(default_factory=dict)  # sanity probes of the target on clean inputs (diagnostics.probe)
     stopped: str | None = None  # why the evaluation stopped before its end ("interrupted", "time budget ..."), or None
     oom_retries: int = 0  # batches retried at half size after running out of memory
+    reverified: int = 0  # breaks restored from a resume state and verified again on the model (one query each)

@@ -24,7 +24,7 @@ import torch
 from robustbench_cli.attacks import Attack, Goal
 from robustbench_cli.attacks.rng import SampleRng
 from robustbench_cli.core.data import EvalSet
-from robustbench_cli.core.errors import TargetError
+from robustbench_cli.core.errors import TargetError, UserError
 from robustbench_cli.core.results import AttackOutcome, Evaluation, ThreatResult
 from robustbench_cli.core.threat_model import ThreatModel
 from robustbench_cli.evaluation import certify as certificates
@@ -35,7 +35,7 @@ from robustbench_cli.evaluation.harness import verify, verify_beyond
 from robustbench_cli.evaluation.presets import UPFRONT, Battery, Entry
 from robustbench_cli.evaluation.resume import ScanState
 from robustbench_cli.evaluation.shards import Barrier, ShardSync
-from robustbench_cli.targets.base import Target
+from robustbench_cli.targets.base import Oracle, Target
 
 Progress = Callable[[str, int, int], None]
 PROBE_ROWS = max(diagnostics.PROBE_ROWS, 64)  # rows the probes and the certifier's self-check look at
@@ -210,6 +210,8 @@ class _Run:
         labels = [e.label for e, _ in runnable]
         unit = f"{self.target.name}|{threat.name}"
         saved = self.state.restore(unit, res, labels) if self.state is not None else None
+        if saved is not None:
+            self._reverify(res, goal)
         done_before = int(saved["entries_done"]) if saved is not None else 0
         # the certificates run right after the first attack of the cascade, on what it left
         first = next((k for k, (e, _) in enumerate(runnable) if not e.independent), None)
@@ -247,6 +249,8 @@ class _Run:
         if self.precision is not None:
             res.precision = str(self.precision).removeprefix("torch.")
             res.lowprec = np.zeros(n, dtype=np.int64)
+        if self.state is not None:  # each break's candidate goes to the state, to be verified again on resume
+            res.cand_row = np.full(n, -1, dtype=np.int64)
         if self.keep_adversarials:
             res.adversarial = np.full(self.data.x.shape, np.nan, dtype=np.float32)
         return res, Goal(torch.as_tensor(goal, device=self.device), is_targeted)
@@ -398,12 +402,43 @@ class _Run:
             res.broken_by[i] = step.entry.label
         if res.adversarial is not None:
             res.adversarial[broke] = verdict.candidate.detach().cpu().numpy()[new]
+        if res.cand_row is not None and self.state is not None and len(broke):
+            res.cand_row[broke] = self.state.add_candidates(verdict.candidate.detach().cpu().numpy()[new])
         outcome.broken += int(hit.sum())
         if self.target.has_detector:  # candidates that fooled the classifier but were flagged
             reached = goal_all.subset(torch.as_tensor(idx, device=self.device)).reached(verdict.pred)
             outcome.detected = (outcome.detected or 0) + int((reached & ~verdict.success).sum())
         outcome.queries[idx] = used
         outcome.done_mask[idx] = True
+
+    # --- a resumed state is evidence to check, not to trust -------------------------------------------------------
+    def _reverify(self, res: ThreatResult, goal: Goal) -> None:
+        """Every break a state restores is verified again on the model, as the harness verified it the first time:
+        its candidate, inside the threat and the box, reaching the goal with the recorded prediction. One query each,
+        counted in ``Evaluation.reverified`` (not in the per-sample columns, which stay those of an uninterrupted
+        scan). A break that does not hold, or has no candidate, refuses the state."""
+        assert self.state is not None
+        broken = np.flatnonzero(res.clean_correct & ~res.robust)
+        if not len(broken):
+            return
+        rows = res.cand_row[broken] if res.cand_row is not None else np.full(len(broken), -1)
+        where = f"--resume: the state file {self.state.path}"
+        if (rows < 0).any():
+            raise UserError(f"{where} lists {int((rows < 0).sum())} break(s) without the candidate that broke them "
+                            f"(sample id {int(res.ids[broken[rows < 0][0]])}); delete it to start over")
+        for start in range(0, len(broken), self.batch_size):
+            idx = broken[start : start + self.batch_size]
+            idx_t = torch.as_tensor(idx, device=self.device)
+            x0 = self.x_all[idx_t]
+            cand = torch.as_tensor(self.state.read_candidates(rows[start : start + len(idx)])).to(self.device)
+            oracle = Oracle(self.target, len(idx))
+            v = verify(oracle, self.target, res.threat, cand, x0, goal.subset(idx_t))
+            ok = v.success.cpu().numpy() & (v.pred.cpu().numpy() == res.adv_pred[idx])
+            if not ok.all():
+                bad = int(res.ids[idx[~ok][0]])
+                raise UserError(f"{where} records {int((~ok).sum())} break(s) that do not hold on the model (sample id "
+                                f"{bad} first); it was edited or written for another model; delete it to start over")
+            self.out.reverified += len(idx)
 
     # --- decisions across the whole set (shards.py) ------------------------------------------------------------
     def _barrier(self, barrier: Barrier) -> Barrier:

@@ -11,7 +11,9 @@ a ``kill -9`` loses only the batches since the last write.
 ``robust scan ... --resume`` reloads it and runs only the work left. The attacks draw from per-sample random
 streams, so a resumed scan gives the same per-sample results as one that never stopped, whatever the batches.
 A state written by a different scan (other models, data, threat models, battery, seed, goal or budget) is refused
-with the keys that differ. A finished scan deletes its state file: the report holds everything.
+with the keys that differ. The checksum catches damage, not intent (its recipe is public), so every first break's
+candidate is appended to a file beside the state (``.cand``, float32 rows), and the cascade verifies each restored
+break again on the model before it trusts it. A finished scan deletes its state files: the report holds everything.
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ import numpy as np
 from robustbench_cli.core.errors import UserError
 from robustbench_cli.core.results import AttackOutcome, ThreatResult
 
-VERSION = 2  # 2: the header carries a checksum of the arrays
+VERSION = 3  # 2: the header carries a checksum of the arrays; 3: every break's candidate is kept (re-verified)
 # the per-sample arrays of a ThreatResult a state keeps (broken_by is kept as indices into the attack labels)
 RESULT_ARRAYS = ("robust", "adv_pred", "distance", "queries", "queries_at_break", "min_distance", "adversarial",
-                 "certified", "best_margin", "nonfinite", "lowprec")
+                 "certified", "best_margin", "nonfinite", "lowprec", "cand_row")
 
 
 def state_path_for(report: Path) -> Path:
@@ -95,9 +97,16 @@ class ScanState:
         self.units: dict[str, dict[str, np.ndarray]] = {}
         self._last = time.monotonic()
         self._dirty = False
+        # every first break's candidate, appended as float32 rows to a file beside the state (bounded memory); the
+        # state's arrays say which row is whose, and a resumed scan re-verifies each on the model
+        self.cand_path = self.path.with_name(self.path.name + ".cand")
+        self._cand_fd: int | None = None
+        self._cand_rows = 0
+        self._cand_shape: tuple[int, ...] | None = None
         if resume:
             self._load()
         else:  # written at once: an interrupt before the first batch still leaves a state to resume from
+            self.cand_path.unlink(missing_ok=True)
             self._dirty = True
             self.flush()
 
@@ -113,6 +122,45 @@ class ScanState:
             raise UserError(f"--resume: the state file {self.path} fails its checksum (edited or damaged); delete it "
                             "to start over")
         self.units = _units(header, arrays)
+        self._cand_rows = int(header.get("cand_rows", 0))
+        shape = header.get("cand_shape")
+        self._cand_shape = tuple(shape) if shape else None
+        if self._cand_rows:
+            size = self.cand_path.stat().st_size if self.cand_path.is_file() else 0
+            if size < self._cand_rows * self._row_bytes():
+                raise UserError(f"--resume: the candidates beside the state ({self.cand_path}) are missing or cut "
+                                "short; delete the state file to start over")
+
+    # --- the candidates of the breaks ------------------------------------------------------------
+    def _row_bytes(self) -> int:
+        return int(np.prod(self._cand_shape or ())) * 4
+
+    def _fd(self) -> int:
+        if self._cand_fd is None:
+            self.cand_path.parent.mkdir(parents=True, exist_ok=True)
+            self._cand_fd = os.open(self.cand_path, os.O_RDWR | os.O_CREAT, 0o600)
+        return self._cand_fd
+
+    def add_candidates(self, x: np.ndarray) -> np.ndarray:
+        """Append candidates (float32 rows); their row numbers."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self._cand_shape is None:
+            self._cand_shape = tuple(int(d) for d in x.shape[1:])
+        rows = np.arange(self._cand_rows, self._cand_rows + len(x), dtype=np.int64)
+        if len(x):
+            os.pwrite(self._fd(), x.tobytes(), self._cand_rows * self._row_bytes())
+            self._cand_rows += len(x)
+        return rows
+
+    def read_candidates(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), *(self._cand_shape or ())), dtype=np.float32)
+        size = self._row_bytes()
+        for k, r in enumerate(np.asarray(rows, dtype=np.int64).tolist()):
+            if not 0 <= r < self._cand_rows:
+                raise UserError(f"--resume: the state names candidate row {r} of {self._cand_rows}; delete it to "
+                                "start over")
+            out[k] = np.frombuffer(os.pread(self._fd(), size, r * size), dtype=np.float32).reshape(out.shape[1:])
+        return out
 
     def get(self, key: str) -> dict[str, np.ndarray] | None:
         return self.units.get(key)
@@ -130,7 +178,10 @@ class ScanState:
         t0 = time.monotonic()
         keys = list(self.units)
         arrays = {f"{i}/{name}": np.asarray(a) for i, key in enumerate(keys) for name, a in self.units[key].items()}
-        header = {"version": VERSION, "fingerprint": self.fp, "units": keys, "checksum": _checksum(self.fp, arrays)}
+        if self._cand_fd is not None:  # the rows the state names are on disk before the state names them
+            os.fsync(self._cand_fd)
+        header = {"version": VERSION, "fingerprint": self.fp, "units": keys, "checksum": _checksum(self.fp, arrays),
+                  "cand_rows": self._cand_rows, "cand_shape": list(self._cand_shape or [])}
         payload: dict[str, Any] = {"header": np.array(json.dumps(header)), **arrays}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
@@ -148,7 +199,11 @@ class ScanState:
         self._dirty = False
 
     def remove(self) -> None:
+        if self._cand_fd is not None:
+            os.close(self._cand_fd)
+            self._cand_fd = None
         self.path.unlink(missing_ok=True)
+        self.cand_path.unlink(missing_ok=True)
 
     def discard_if_empty(self) -> None:
         """Remove the file of a scan that failed before recording anything (a failed run leaves nothing behind)."""
