@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -136,10 +138,17 @@ class RayExecutor:
         ray = self.ray
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"address": self.address} if self.address else {"num_cpus": self.workers}
+            # Ray installs its own SIGTERM handler (it logs and calls sys.exit): keep robust's, which stops the scan
+            # as Ctrl-C does, with the shards' progress kept for --resume
+            main = threading.current_thread() is threading.main_thread()
+            saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
             try:
                 ray.init(**kwargs, include_dashboard=False, log_to_driver=False, configure_logging=False)
             except ConnectionError as e:
                 raise UserError(f"--ray-address {self.address}: no Ray cluster answers there ({e})") from None
+            finally:
+                for s, handler in saved.items():
+                    signal.signal(s, handler)
         self.gpus = int(ray.cluster_resources().get("GPU", 0))  # one GPU per task when the cluster has them
         self.task = ray.remote(max_retries=TASK_RETRIES)(run_shard)
 
@@ -209,6 +218,23 @@ def run_workers(cfg: ScanConfig, progress: Progress | None = None, executor: Exe
         folder.mkdir(parents=True)
         atomic_write_all([(folder / "plan.json", json.dumps({"shards": count, "config": _plan_config(cfg)}))])
     decisions = load_decisions(folder / "decisions.json")
+    try:
+        return _rounds(cfg, run, folder, count, data, targets, decisions, progress)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: every finished shard and every shard state stays in the folder
+        raise Interrupted(folder) from None
+
+
+class Interrupted(Exception):
+    """A sharded scan stopped by Ctrl-C or SIGTERM; its run folder holds everything for ``--resume``."""
+
+    def __init__(self, folder: Path):
+        super().__init__(str(folder))
+        self.folder = folder
+
+
+def _rounds(cfg: ScanConfig, run: Executor, folder: Path, count: int, data, targets: dict, decisions: dict,
+            progress: Progress | None) -> api.ScanOutcome:
+    """Rounds of shard tasks, each followed by the decision they stopped for, then the merged report."""
     pending = list(range(1, count + 1))
     tick = _ticker(folder, progress)
     while pending:

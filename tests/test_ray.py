@@ -82,3 +82,26 @@ def test_a_worker_killed_mid_run_loses_nothing(single, tmp_path):
     assert killed is not None, "no worker was caught midway"
     assert proc.returncode == 0, stderr[-2000:]
     assert _results(out) == single
+
+
+def test_a_driver_stopped_by_sigterm_resumes_to_the_same_report(single, tmp_path):
+    out = tmp_path / "r.json"
+    folder = tmp_path / "r.json.shards"
+    cmd = [sys.executable, "-m", "robustbench_cli", "scan", *SCAN, "--workers", "1", "--shards", "4", "-o", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None and not list(folder.glob("shard-*-of-4.json")):
+            time.sleep(0.2)  # wait for one shard to finish, so the stop lands between or inside shards
+        assert proc.poll() is None, "the scan ended before it could be stopped"
+        proc.send_signal(signal.SIGTERM)  # what CI cancellation sends; Ray's own handler must not take it
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Resume with:" in stderr and "--resume" in stderr and not out.exists()
+    res = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=600, env=_env())
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert _results(out) == single
+    assert not folder.exists()

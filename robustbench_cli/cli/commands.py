@@ -256,7 +256,15 @@ def _run_and_write(cfg: ScanConfig, plan, outputs: list[Path], progress: ScanPro
         if cfg.workers is not None:
             from robustbench_cli import distributed
 
-            outcome = distributed.run_workers(cfg, progress=progress.update)
+            try:
+                outcome = distributed.run_workers(cfg, progress=progress.update)
+            except distributed.Interrupted as stop:
+                progress.finish("interrupted")
+                args = [a for a in sys.argv[1:] if a != "--resume"]
+                err.print(f"[yellow]scan stopped (interrupted):[/yellow] no report yet; every finished shard and every "
+                          f"shard's progress is in {stop.folder}. Resume with: robust {shlex.join(args)} --resume",
+                          highlight=False, soft_wrap=True)
+                raise typer.Exit(ExitCode.INTERRUPTED) from None
         else:
             outcome = api.run(cfg, progress=progress.update)
         progress.finish(outcome.stopped)
