@@ -33,6 +33,30 @@ def stream_bytes() -> int:
         raise DataError(f"ROBUST_STREAM_BYTES must be a number of bytes, got {text!r}") from None
 
 
+def write_rows(fd: int, rows: np.ndarray, start: int) -> None:
+    """Float32 rows written at row ``start`` of the file ``fd`` (rows of ``rows.shape[1:]``)."""
+    data = np.ascontiguousarray(rows, dtype=np.float32)
+    os.pwrite(fd, data.tobytes(), start * (data[0].nbytes if len(data) else 0))
+
+
+def read_rows(fd: int, idx: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Rows ``idx`` of a file of float32 rows of ``shape``, in that order: each contiguous run of the index in one
+    read, straight into the result."""
+    idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+    out = np.empty((len(idx), *shape), dtype=np.float32)
+    row = int(np.prod(shape)) * 4
+    k = 0
+    while k < len(idx):
+        j = k + 1
+        while j < len(idx) and idx[j] == idx[j - 1] + 1:
+            j += 1
+        part = out[k:j]
+        if os.preadv(fd, [part.view(np.uint8).reshape(-1).data], int(idx[k]) * row) != (j - k) * row:
+            raise DataError("a file of rows kept on disk was cut short")
+        k = j
+    return out
+
+
 class RowFile:
     """Float32 rows ``(n, *shape)`` in an unlinked temporary file: indexing reads just those rows and returns an
     array, like indexing an array would. Read-only once written."""
@@ -41,7 +65,6 @@ class RowFile:
         self.shape = (n, *shape)
         self.dtype = np.dtype(np.float32)
         self.ndim = len(self.shape)
-        self._row = int(np.prod(shape)) * 4
         fd, name = tempfile.mkstemp(prefix="robust-rows-", suffix=".f32", dir=folder)
         os.unlink(name)  # gone with the process, whatever happens to it
         self._fd = fd
@@ -61,17 +84,11 @@ class RowFile:
         return int(np.prod(self.shape))
 
     def append(self, rows: np.ndarray) -> None:
-        data = np.ascontiguousarray(rows, dtype=np.float32).tobytes()
-        os.pwrite(self._fd, data, self._written * self._row)
+        write_rows(self._fd, rows, self._written)
         self._written += len(rows)
 
-    def _read(self, start: int, count: int, out: np.ndarray | None = None) -> np.ndarray:
-        """Rows ``start .. start+count`` read straight into ``out`` (a new array when None): one buffer, no copy."""
-        if out is None:
-            out = np.empty((count, *self.shape[1:]), dtype=np.float32)
-        if count and os.preadv(self._fd, [out.view(np.uint8).reshape(-1).data], start * self._row) != count * self._row:
-            raise DataError("the data file kept on disk was cut short while the scan ran")
-        return out
+    def _read(self, start: int, count: int) -> np.ndarray:
+        return read_rows(self._fd, np.arange(start, start + count), self.shape[1:])
 
     def __getitem__(self, key):
         n = self.shape[0]
@@ -94,16 +111,7 @@ class RowFile:
         idx = np.where(idx < 0, idx + n, idx)
         if len(idx) and (idx.min() < 0 or idx.max() >= n):
             raise IndexError(f"rows out of range 0..{n - 1}")
-        out = np.empty((len(idx), *self.shape[1:]), dtype=np.float32)
-        # contiguous runs of the index in one read each
-        k = 0
-        while k < len(idx):
-            j = k + 1
-            while j < len(idx) and idx[j] == idx[j - 1] + 1:
-                j += 1
-            self._read(int(idx[k]), j - k, out[k:j])
-            k = j
-        return out
+        return read_rows(self._fd, idx, self.shape[1:])
 
     def __array__(self, dtype=None, copy=None):
         raise DataError("this data is kept on disk (it does not fit in memory); index it by rows")

@@ -400,10 +400,12 @@ class _Run:
         res.queries_at_break[broke] = res.queries[broke] + used[new]
         for i in broke:
             res.broken_by[i] = step.entry.label
-        if res.adversarial is not None:
-            res.adversarial[broke] = verdict.candidate.detach().cpu().numpy()[new]
-        if res.cand_row is not None and self.state is not None and len(broke):
-            res.cand_row[broke] = self.state.add_candidates(verdict.candidate.detach().cpu().numpy()[new])
+        if len(broke) and (res.adversarial is not None or res.cand_row is not None):
+            found = verdict.candidate[torch.as_tensor(new, device=verdict.candidate.device)].detach().cpu().numpy()
+            if res.adversarial is not None:
+                res.adversarial[broke] = found
+            if res.cand_row is not None and self.state is not None:
+                res.cand_row[broke] = self.state.add_candidates(found)
         outcome.broken += int(hit.sum())
         if self.target.has_detector:  # candidates that fooled the classifier but were flagged
             reached = goal_all.subset(torch.as_tensor(idx, device=self.device)).reached(verdict.pred)

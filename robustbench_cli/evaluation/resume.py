@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from robustbench_cli.core.errors import UserError
+from robustbench_cli.core.folders import read_rows, write_rows
 from robustbench_cli.core.results import AttackOutcome, ThreatResult
 
 VERSION = 3  # 2: the header carries a checksum of the arrays; 3: every break's candidate is kept (re-verified)
@@ -148,19 +149,17 @@ class ScanState:
             self._cand_shape = tuple(int(d) for d in x.shape[1:])
         rows = np.arange(self._cand_rows, self._cand_rows + len(x), dtype=np.int64)
         if len(x):
-            os.pwrite(self._fd(), x.tobytes(), self._cand_rows * self._row_bytes())
+            write_rows(self._fd(), x, self._cand_rows)
             self._cand_rows += len(x)
         return rows
 
     def read_candidates(self, rows: np.ndarray) -> np.ndarray:
-        out = np.empty((len(rows), *(self._cand_shape or ())), dtype=np.float32)
-        size = self._row_bytes()
-        for k, r in enumerate(np.asarray(rows, dtype=np.int64).tolist()):
-            if not 0 <= r < self._cand_rows:
-                raise UserError(f"--resume: the state names candidate row {r} of {self._cand_rows}; delete it to "
-                                "start over")
-            out[k] = np.frombuffer(os.pread(self._fd(), size, r * size), dtype=np.float32).reshape(out.shape[1:])
-        return out
+        rows = np.asarray(rows, dtype=np.int64)
+        bad = rows[(rows < 0) | (rows >= self._cand_rows)]
+        if len(bad):
+            raise UserError(f"--resume: the state names candidate row {int(bad[0])} of {self._cand_rows}; delete it "
+                            "to start over")
+        return read_rows(self._fd(), rows, self._cand_shape or ())
 
     def get(self, key: str) -> dict[str, np.ndarray] | None:
         return self.units.get(key)
