@@ -68,7 +68,10 @@ def _scan(images: Path, net: Path, n: int, out: Path, stream_bytes: str) -> tupl
     res = subprocess.run([sys.executable, "-c", code, "scan", f"{net}:Net", "--data", str(images), "--n", str(n), "--shuffle",
                           "--resize", "160", "--attacks", "fgsm", "--eps", "0.03", "--batch-size", "64",
                           "--no-fast-forward", "-o", str(out)], capture_output=True, text=True, timeout=600,
-                         cwd=out.parent, env={**os.environ, "ROBUST_STREAM_BYTES": stream_bytes})
+                         cwd=out.parent, env={**os.environ, "ROBUST_STREAM_BYTES": stream_bytes,
+                                              # glibc hands large freed buffers back (mmap) instead of keeping them in
+                                              # its heap: the peak then measures the data, not the allocator's habits
+                                              "MALLOC_MMAP_THRESHOLD_": "131072"})
     assert res.returncode == 0, res.stderr[-3000:]
     rss = int(res.stdout.strip().split()[-1])
     return json.loads(out.read_text()), rss
