@@ -15,6 +15,8 @@ import copy
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from robustbench_cli.evaluation import certify as B
@@ -580,3 +582,32 @@ def test_standard_ends_with_restarts_on_the_closest_samples():
     cascade = [e for e in bat.entries if not e.independent and e.when is None]
     assert [(e.label, e.closest) for e in cascade[-2:]] == [("apgd-ce-closest", 0.03), ("square-closest", 0.01)]
     assert cascade[-2].params["restarts"] == 10 and cascade[-1].params["restarts"] == 3
+
+
+@settings(max_examples=40, deadline=None)
+@given(cin=st.integers(1, 3), c0=st.integers(1, 4), c1=st.integers(1, 4), h=st.integers(6, 13), w=st.integers(6, 13),
+       k0=st.integers(1, 4), s0=st.integers(1, 2), p0=st.integers(0, 2), k1=st.integers(1, 4), s1=st.integers(1, 3),
+       p1=st.integers(0, 2), bias=st.booleans(), eps=st.sampled_from([0.01, 0.1, 0.4]), seed=st.integers(0, 99))
+def test_the_receptive_field_first_step_equals_the_dense_rows(cin, c0, c1, h, w, k0, s0, p0, k1, s1, p1, bias, eps,
+                                                             seed):
+    """CROWN's bounds of the second convolution's neurons, computed on each neuron's receptive field
+    (_local_first_step), are the dense route's bounds: any kernel, stride, padding, channels and image size."""
+    torch.manual_seed(seed)
+    a0 = nn.Conv2d(cin, c0, k0, stride=s0, padding=min(p0, k0 - 1), bias=bias).double()
+    h0, w0 = (h + 2 * a0.padding[0] - k0) // s0 + 1, (w + 2 * a0.padding[1] - k0) // s0 + 1
+    if min(h0, w0) + 2 * min(p1, k1 - 1) < k1:
+        return  # the second convolution would have no output
+    a1 = nn.Conv2d(c0, c1, k1, stride=s1, padding=min(p1, k1 - 1), bias=not bias).double()
+    h1, w1 = (h0 + 2 * a1.padding[0] - k1) // s1 + 1, (w0 + 2 * a1.padding[1] - k1) // s1 + 1
+    layers = [a0, nn.ReLU(), a1, nn.ReLU(), nn.Flatten(), nn.Linear(c1 * h1 * w1, 3).double()]
+    chain = B._Chain(layers, (cin, h, w))
+    x = torch.rand(1, cin, h, w, dtype=torch.float64)
+    box = B.input_box(x, eps)
+    lo, hi = B._affine_interval(a0, *box)
+    relax0 = B._relax(lo[0], hi[0])
+    idx = torch.arange(c1 * h1 * w1)
+    local = B._local_first_step(chain, idx, relax0, box)
+    wr, b = chain.rows(1, idx)
+    dense = B._backward_lower(chain, 1, torch.cat([wr, -wr]), torch.cat([b, -b]), [relax0], box)
+    assert local is not None
+    assert torch.allclose(local, dense, rtol=1e-10, atol=1e-10)
