@@ -13,6 +13,7 @@ from robustbench_cli.attacks import create
 from robustbench_cli.attacks.apgd import checkpoints, dlr
 from robustbench_cli.attacks.base import Goal
 from robustbench_cli.core.data import EvalSet
+from robustbench_cli.core.errors import UserError
 from robustbench_cli.core.threat_model import Norm, ThreatModel
 from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.targets.pytorch import TorchTarget
@@ -185,7 +186,8 @@ def test_apgd_t_pursues_the_most_likely_wrong_classes_in_order(mlp, monkeypatch)
     n = 20
     x0, y = torch.as_tensor(data.x[:n]), torch.as_tensor(data.y[:n])
     attack = create("apgd-t", steps=5, targets=3)
-    passes = attack._passes(Oracle(target, n), x0, Goal(y, False))
+    threat = ThreatModel.parse("linf:0.1")
+    passes = attack._passes(Oracle(target, n), x0, Goal(y, False), threat, None)
     z = target.scores(x0)
     ranked = z.scatter(1, y[:, None], float("-inf")).argsort(dim=1, descending=True)
     assert len(passes) == 3 and all(p.targeted for p in passes)
@@ -194,5 +196,45 @@ def test_apgd_t_pursues_the_most_likely_wrong_classes_in_order(mlp, monkeypatch)
         assert not (p.labels == y).any()
     # with a targeted goal there is one pass per restart, on the goal itself
     goal_t = Goal((y + 1) % 5, True)
-    (only,) = attack._passes(Oracle(target, n), x0, goal_t)
+    (only,) = attack._passes(Oracle(target, n), x0, goal_t, threat, None)
     assert only is goal_t
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_apgd_t_linearised_order_is_the_exact_distance_order_on_a_linear_model(norm):
+    """order="linearised": the candidates (the likeliest wrong classes by logit) are attacked nearest first by
+    (z_y - z_t) / ||w_t - w_y||_*, which on a linear model is the exact distance to class t's boundary (box aside);
+    only the nearest ``targets`` are attacked, and a sample's ranking costs one gradient per candidate."""
+    from torch import nn
+
+    from robustbench_cli.targets.base import Oracle
+    from robustbench_cli.targets.pytorch import TorchTarget
+
+    torch.manual_seed(0)
+    n, d, k = 64, 30, 8
+    lin = nn.Linear(d, k)
+    with torch.no_grad():  # rows of very different norms: the logit order and the distance order disagree
+        lin.weight.mul_(torch.logspace(-1, 1, k)[:, None])
+    target = TorchTarget(lin, "linear", num_classes=k)
+    x0 = torch.rand(n, d)
+    y = lin(x0).argmax(1).detach()
+    threat = ThreatModel.parse(f"{norm}:0.1")
+    oracle = Oracle(target, n)
+    attack = create("apgd-t", steps=5, targets=3, candidates=6, order="linearised")
+    passes = attack._passes(oracle, x0, Goal(y, False), threat, None)
+    assert len(passes) == 3
+    w, b = lin.weight.detach().double(), lin.bias.detach().double()
+    z = x0.double() @ w.T + b
+    by_logit = z.scatter(1, y[:, None], float("-inf")).argsort(dim=1, descending=True)[:, :6]
+    dual = 1 if norm == "linf" else 2
+    dist = torch.stack([(z.gather(1, y[:, None])[:, 0] - z[torch.arange(n), by_logit[:, j]])
+                        / (w[by_logit[:, j]] - w[y]).norm(p=dual, dim=1) for j in range(6)], 1)
+    want = by_logit.gather(1, dist.argsort(1))[:, :3]
+    got = torch.stack([p.labels for p in passes], 1)
+    assert torch.equal(got, want)
+    assert not torch.equal(want, by_logit[:, :3])  # the two orders differ here, so the test tells them apart
+    assert oracle.used.tolist() == [1 + 6] * n  # the clean scores, then one gradient per candidate
+    with pytest.raises(UserError, match="candidates"):
+        create("apgd-t", targets=3, candidates=2)
+    with pytest.raises(UserError, match="order"):
+        create("apgd-t", order="random")
