@@ -475,6 +475,53 @@ def test_square_restarts_only_add_breaks_and_keep_to_the_budget():
     assert create("square", restarts=3).config()["restarts"] == 3 and "restarts" not in create("square").config()
 
 
+def test_square_triage_only_stops_the_rows_far_from_breaking():
+    """triage_after=q: at query q a row goes on only if its margin closed 1 - triage_ratio of its starting gap. The
+    rows that go on search exactly as without triage (same breaks, same queries: the rule is per row and the random
+    streams are per row), the others stop at q queries with their best point so far, and no row's fate depends on
+    the other rows of its batch."""
+    from robustbench_cli.attacks import create
+    from robustbench_cli.attacks.base import Goal
+    from robustbench_cli.attacks.rng import SampleRng
+    from robustbench_cli.core.errors import UserError
+    from robustbench_cli.core.threat_model import ThreatModel
+    from robustbench_cli.targets.base import Oracle
+
+    torch.set_num_threads(1)
+    data = _digits()
+    t = _target(_trained_mlp(data))
+    x, y = torch.as_tensor(data.x), torch.as_tensor(data.y)
+    th = ThreatModel.parse("linf:0.1")
+
+    def square(idx, **kw):
+        o = Oracle(t, len(idx))
+        adv = create("square", max_queries=300, **kw).run(o, x[idx], Goal(y[idx], False), th,
+                                                          SampleRng(0, "sq", data.ids[idx]))
+        margin = t.scores(th.project(adv, x[idx], t.bounds))
+        return margin.argmax(1) != y[idx], o.used.clone(), adv
+
+    every = np.arange(len(x))
+    b0, q0, _ = square(every)
+    b1, q1, adv1 = square(every, triage_after=60, triage_ratio=0.5)
+    stopped = (q1 == 60) & ~b1
+    assert 0 < int(stopped.sum()) < len(x)  # the rule bites, and not on every row
+    going = ~stopped
+    assert torch.equal(b1[going], b0[going]) and torch.equal(q1[going], q0[going])
+    assert bool((b0 | ~b1).all())  # triage never adds a break, it only may lose late ones
+    late = b0 & stopped
+    assert int(late.sum()) <= int(b0.sum())
+    # the same rows, in another batch: the same fate
+    half = every[::2]
+    bh, qh, _ = square(half, triage_after=60, triage_ratio=0.5)
+    assert torch.equal(bh, b1[::2]) and torch.equal(qh, q1[::2])
+    cfg = create("square", triage_after=60, triage_ratio=0.5).config()
+    assert cfg["triage_after"] == 60 and cfg["triage_ratio"] == 0.5 and "triage_after" not in create("square").config()
+    for bad in ({"triage_after": 0}, {"triage_after": 300}, {"triage_after": 10, "triage_ratio": 1.0},
+                {"triage_after": 10, "loss": "ce"}):
+        with pytest.raises(UserError):
+            create("square", max_queries=300, **bad)
+
+
 def test_the_undecided_entry_spends_only_what_the_certificates_spared():
     """standard's square-undecided runs on the samples neither broken nor certified, when there are certificates and
     its work (undecided x restarts) is at most the certified count; otherwise it is skipped with the reason."""
@@ -573,12 +620,17 @@ def test_a_closest_entry_runs_on_the_undecided_samples_nearest_to_breaking():
 
 
 def test_standard_ends_with_restarts_on_the_closest_samples():
-    """standard@3: APGD-CE x10 on the closest 3% and Square x3 on the closest 1% of the undecided samples, after
-    every other attack of the cascade."""
+    """standard@3 and later: APGD-CE x10 on the closest 3% and Square x3 on the closest 1% of the undecided samples,
+    after every other attack of the cascade; @4: APGD-T on the 3 likeliest wrong classes, Square with triage (the
+    closest-1% restarts keep the whole budget)."""
     from robustbench_cli.evaluation import get_battery
 
     bat = get_battery("standard")
-    assert bat.id == "standard@3"
+    assert bat.id == "standard@4"
+    by = {e.label: e for e in bat.entries}
+    assert by["apgd-t"].params == {"steps": 100, "targets": 3}
+    assert by["square"].params["triage_after"] == 1000 and by["square-undecided"].params["triage_after"] == 1000
+    assert "triage_after" not in by["square-closest"].params
     cascade = [e for e in bat.entries if not e.independent and e.when is None]
     assert [(e.label, e.closest) for e in cascade[-2:]] == [("apgd-ce-closest", 0.03), ("square-closest", 0.01)]
     assert cascade[-2].params["restarts"] == 10 and cascade[-1].params["restarts"] == 3

@@ -90,7 +90,14 @@ class Square(Attack):
     summary = "random search over square windows, scores only (Andriushchenko et al. 2020)"
 
     def __init__(self, *, max_queries: int = 5000, p_init: float | None = None, loss: str = "margin",
-                 restarts: int = 1):
+                 restarts: int = 1, triage_after: int | None = None, triage_ratio: float = 0.3):
+        if triage_after is not None:
+            if not 1 <= triage_after < max_queries:
+                raise ValueError("triage_after must be in 1..max_queries - 1")
+            if not 0.0 < triage_ratio < 1.0:
+                raise ValueError("triage_ratio must be in (0, 1)")
+            if loss != "margin":
+                raise ValueError("triage needs the margin loss (it compares margins)")
         if max_queries < 2:
             raise ValueError("max_queries must be >= 2")
         if restarts < 1:
@@ -102,9 +109,13 @@ class Square(Attack):
         self.p_init = p_init
         self.loss = loss
         self._restarts = restarts  # recorded in config() only when > 1 (older reports stay comparable)
+        self._triage = None if triage_after is None else (triage_after, triage_ratio)
 
     def config(self) -> dict:
-        return {**super().config(), **({"restarts": self._restarts} if self._restarts > 1 else {})}
+        extra: dict[str, float] = {"restarts": self._restarts} if self._restarts > 1 else {}
+        if self._triage:
+            extra.update(triage_after=self._triage[0], triage_ratio=self._triage[1])
+        return {**super().config(), **extra}
 
     def _p_init(self, norm: Norm) -> float:
         if self.p_init is not None:
@@ -158,7 +169,14 @@ class Square(Attack):
         (``found``, in place) or out of iterations or budget."""
         c, h, w = x0.shape[1:]
         dev = x0.device
+        start = best.clone()  # each row's margin at its start point
+        in_round = in_round.clone()  # triage narrows it here; the caller keeps the round's rows
         for it in range(n_iters):
+            if self._triage and it == self._triage[0] - 1:  # the start point took one query: this is query triage_after
+                # triage: a row goes on only when its own search has closed the share 1 - ratio of its starting gap
+                # (margins are < 0 until the goal is reached); a per-row rule, so no row's fate depends on another's
+                far = (best < self._triage[1] * start).cpu() & ~found.cpu()
+                in_round &= ~far
             act = (in_round & (~found).cpu() & (oracle.remaining() >= 1)).nonzero().squeeze(1)
             if not len(act):
                 break
