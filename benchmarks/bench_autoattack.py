@@ -124,6 +124,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--shared", default=str(C.DEFAULT_SHARED), help="the shared data folder (default ../shared/data)")
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated from {', '.join(MODELS)} (default all)")
     p.add_argument("--eps", default=None, help="comma-separated epsilons to keep, e.g. 0.3,8/255 (default all)")
+    p.add_argument("--settings", default=None,
+                   help="comma-separated MODEL@EPS pairs, in this order (overrides --models/--eps)")
     p.add_argument("--n-mnist", type=int, default=None, help=f"first N MNIST test images (default {FULL_N['mnist']})")
     p.add_argument("--n-cifar", type=int, default=None, help=f"CIFAR-10 images (default {FULL_N['cifar10']})")
     p.add_argument("--quick", action="store_true",
@@ -136,6 +138,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=str(C.RESULTS / "bench_autoattack.json"),
                    help="JSON results file (default benchmarks/results/bench_autoattack.json)")
     args = p.parse_args(argv)
+    if args.settings:
+        pairs = [t.split("@", 1) for t in args.settings.split(",")]
+        bad = [t for t in pairs if len(t) != 2 or t[0] not in MODELS or t[1] not in EPS[MODELS[t[0]].data]]
+        if bad:
+            p.error(f"--settings: {', '.join('@'.join(t) for t in bad)} is not MODEL@EPS of this benchmark")
+        args.models = ",".join(dict.fromkeys(t[0] for t in pairs))
     unknown = [m for m in args.models.split(",") if m not in MODELS]
     if unknown:
         p.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
@@ -283,6 +291,27 @@ def _pct(v) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
 
 
+HEADERS = ["model", "ε", "n", "clean %", "AutoAttack %", "robust %", "robust-only / AA-only", "IBP %", "CROWN %",
+           "gap (robust − cert) pp", "published cert. err", "AA s", "robust s", "robust ÷ AA"]
+
+
+def result_table(rows: list[dict]) -> tuple[list[str], list[list]]:
+    """The README's table of the settings in ``rows`` (this script's JSON results)."""
+    table = []
+    for r in rows:
+        c = r["certificates"]
+        pub = r["published"]
+        table.append([
+            r["model"], r["eps"], r["n"], _pct(r["clean_accuracy"]), _pct(r["autoattack"]["robust_accuracy"]),
+            _pct(r["robust"]["robust_accuracy"]), f"{len(r['robust_only_ids'])} / {len(r['autoattack_only_ids'])}",
+            _pct(c.get("ibp", {}).get("certified_accuracy")), _pct(c.get("crown", {}).get("certified_accuracy")),
+            "–" if r["gap_robust_minus_certified"] is None else f"{100 * r['gap_robust_minus_certified']:.1f}",
+            "–" if not pub else f"{100 * pub['certified_error']:.2f} %", f"{r['autoattack']['seconds']:.1f}",
+            f"{r['robust']['seconds']:.1f}", f"{r['time_ratio_robust_over_autoattack']:.2f}",
+        ])
+    return HEADERS, table
+
+
 # --- main ---------------------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
     args = parse_args(argv)
@@ -304,6 +333,8 @@ def main(argv=None) -> int:
     battery = get_battery(args.preset)
     keep_eps = None if args.eps is None else set(args.eps.split(","))
     settings = [(m, e) for m in args.models.split(",") for e in EPS[MODELS[m].data] if keep_eps is None or e in keep_eps]
+    if args.settings:
+        settings = [(t.split("@", 1)[0], t.split("@", 1)[1]) for t in args.settings.split(",")]
     if not settings:
         print("bench_autoattack: no setting left after --models/--eps", file=sys.stderr)
         return 2
@@ -439,20 +470,7 @@ def main(argv=None) -> int:
               flush=True)
 
     # --- report ---------------------------------------------------------------------------------------------------
-    headers = ["model", "ε", "n", "clean %", "AutoAttack %", "robust %", "robust-only / AA-only", "IBP %", "CROWN %",
-               "gap (robust − cert) pp", "published cert. err", "AA s", "robust s", "robust ÷ AA"]
-    table = []
-    for r in rows:
-        c = r["certificates"]
-        pub = r["published"]
-        table.append([
-            r["model"], r["eps"], r["n"], _pct(r["clean_accuracy"]), _pct(r["autoattack"]["robust_accuracy"]),
-            _pct(r["robust"]["robust_accuracy"]), f"{len(r['robust_only_ids'])} / {len(r['autoattack_only_ids'])}",
-            _pct(c.get("ibp", {}).get("certified_accuracy")), _pct(c.get("crown", {}).get("certified_accuracy")),
-            "–" if r["gap_robust_minus_certified"] is None else f"{100 * r['gap_robust_minus_certified']:.1f}",
-            "–" if not pub else f"{100 * pub['certified_error']:.2f} %", f"{r['autoattack']['seconds']:.1f}",
-            f"{r['robust']['seconds']:.1f}", f"{r['time_ratio_robust_over_autoattack']:.2f}",
-        ])
+    headers, table = result_table(rows)
     full = {"mnist": FULL_N["mnist"], "cifar10": FULL_N["cifar10"]}
     projection = []
     for r in rows:
