@@ -79,6 +79,7 @@ class LoadSampler(threading.Thread):
 
 
 def run(args) -> dict:
+    at_start = C.git_state()  # the code measured: the processes load it now, whatever is committed later
     sampler = LoadSampler()
     sampler.start()
     t0 = time.time()
@@ -111,7 +112,7 @@ def run(args) -> dict:
         "load_1min": {"samples": s, "min": min(s) if s else None, "median": statistics.median(s) if s else None,
                       "max": max(s) if s else None},
         "preset": metas[0]["preset"], "autoattack": metas[0]["autoattack"], "versions": metas[0]["versions"],
-        "exit_codes": codes, "problems": problems,
+        "exit_codes": codes, "problems": problems, "git_at_start": at_start,
     }
     C.write_json(OUT, {"meta": meta, "results": rows})
     return {"meta": meta, "results": rows}
@@ -122,11 +123,11 @@ def summary(d: dict) -> str:
     ratios = [r["time_ratio_robust_over_autoattack"] for r in rows]
     le = sum(r["robust"]["robust_accuracy"] <= r["autoattack"]["robust_accuracy"] + 1e-12 for r in rows)
     lower = sum(r["robust"]["robust_accuracy"] < r["autoattack"]["robust_accuracy"] - 1e-12 for r in rows)
-    aa_only = sum(len(r["autoattack_only_ids"]) for r in rows)
+    missed = sum(len(r["robust_only_ids"]) for r in rows)  # robust left robust, AutoAttack broke
     load = meta["load_1min"]
     return (f"`{meta['preset']}` against AutoAttack on {len(rows)} settings at full size: robust accuracy at most "
-            f"AutoAttack's in {le} of {len(rows)} (lower in {lower}); {aa_only} image(s) in all that only AutoAttack "
-            f"broke; wall time {min(ratios):.2f}-{max(ratios):.2f} of AutoAttack's (median "
+            f"AutoAttack's in {le} of {len(rows)} (lower in {lower}); {missed} image(s) in all that AutoAttack broke "
+            f"and robust left robust; wall time {min(ratios):.2f}-{max(ratios):.2f} of AutoAttack's (median "
             f"{statistics.median(ratios):.2f}), one thread each, {meta['machine']['cpu']} ({meta['machine']['cores']} "
             f"cores), load average {load['min']:.1f}-{load['max']:.1f} (`python benchmarks/bench_autoattack_all.py`).")
 
@@ -138,7 +139,7 @@ def render(d: dict) -> str:
     load = meta["load_1min"]
     lines = [
         f"`python benchmarks/bench_autoattack_all.py` (results in `results/{OUT.name}`, logs beside it), commit "
-        f"`{(v.get('commit') or '?')[:7]}`: robust `{meta['preset']}` against AutoAttack's standard version "
+        f"`{((meta.get('git_at_start') or v).get('commit') or '?')[:7]}` (the code at the start of the run): robust `{meta['preset']}` against AutoAttack's standard version "
         f"(`pyautoattack` {meta['autoattack']['version']}), CPU, {meta['processes']} processes side by side with one "
         f"thread each, batch 256, seed {meta['seed']}. Machine: {meta['machine']['cpu']}, {meta['machine']['cores']} "
         f"cores, {meta['machine']['memory_gib']} GiB; load average (1 min, every 30 s) {load['min']:.2f}-"
