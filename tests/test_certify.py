@@ -619,16 +619,20 @@ def test_a_closest_entry_runs_on_the_undecided_samples_nearest_to_breaking():
         Entry("x", "pgd", closest=1.5)
 
 
-def test_standard_ends_with_restarts_on_the_closest_samples():
-    """standard@3: APGD-CE x10 on the closest 3% and Square x3 on the closest 1% of the undecided samples, after
-    every other attack of the cascade."""
+def test_standard_ends_with_longer_searches_on_the_closest_samples():
+    """standard@5: AutoAttack's whole APGD-T twice on the closest 3%, APGD-T with 1,000 steps on the closest 1%, then
+    APGD-CE x10 on the closest 3% of the undecided samples, after every other attack of the cascade."""
     from robustbench_cli.evaluation import get_battery
 
     bat = get_battery("standard")
-    assert bat.id == "standard@3"
+    assert bat.id == "standard@5"
     cascade = [e for e in bat.entries if not e.independent and e.when is None]
-    assert [(e.label, e.closest) for e in cascade[-2:]] == [("apgd-ce-closest", 0.03), ("square-closest", 0.01)]
-    assert cascade[-2].params["restarts"] == 10 and cascade[-1].params["restarts"] == 3
+    assert [(e.label, e.closest) for e in cascade[-3:]] == [
+        ("apgd-t-closest", 0.03), ("apgd-t-long", 0.01), ("apgd-ce-closest", 0.03)]
+    assert cascade[-3].params == {"steps": 100, "targets": 9, "restarts": 2}
+    assert cascade[-2].params == {"steps": 1000, "targets": 2}
+    assert cascade[-1].params["restarts"] == 10
+    assert all(e.closest == 0 for e in cascade[:-3])
 
 
 @settings(max_examples=40, deadline=None)
