@@ -7,9 +7,9 @@ For every (model, epsilon) setting, in one process and on the same images:
   .run_standard_evaluation(x, y, batch_size=B)``: APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5,000
   queries), in cascade. AutoAttack checks clean accuracy itself.
 * **robust**: ``robustbench_cli.evaluation.cascade.evaluate(target, evalset, [linf:eps], get_battery("standard"), seed=seed,
-  batch_size=B)``: the ``standard`` preset by name (APGD-CE, APGD-T over the top-3 classes (top 9 before standard@4),
-  FMN, Square 5,000 (with triage from standard@4), the restarts of standard@3 and the
-  noise yardstick), every candidate projected and re-verified by the harness.
+  batch_size=B)``: the ``standard`` preset by name (APGD-CE, APGD-T over the top-3 classes (top 9 before standard@5),
+  FMN, Square 5,000 (with triage from standard@5), the longer searches on the closest samples and the noise
+  yardstick; docs/batteries.md), every candidate projected and re-verified by the harness.
 
 The two run alternately (AutoAttack first on even settings, robust first on odd ones), each timed as one wall-clock
 interval around the call, in the same process with ``torch.set_num_threads(--threads)``.
