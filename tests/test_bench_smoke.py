@@ -99,3 +99,25 @@ def test_bench_readme_times_runs_the_readme_command_and_reads_what_it_scanned(tm
     readme = (ROOT / "README.md").read_text()
     assert "on 200 of its 1,000 held-out digits" in readme  # what the README says the demo scans
     assert len(load_eval_set("mnist:test").y) == 1000
+
+
+def test_probe_images_counts_verified_breaks_per_seed(tmp_path):
+    """probe_images.py: one run per seed on the chosen rows of a benchmark setting, breaks counted per image and seed.
+    On the standard LeNet5 at 0.3 (0% robust for AutoAttack and robust) APGD-CE breaks both rows from every start, with
+    a positive verified margin; an unknown model is one line and exit code 2."""
+    shared_path("models_mnist", "advertorch__mnist_lenet5_clntrained.pt")
+    shared_path("mnist", "mnist_test.npz")
+    probe = _load("probe_images")
+    out = tmp_path / "p.json"
+    aa = ["--autoattack", "apgd-ce"] if importlib.util.find_spec("pyautoattack") else []
+    rc = probe.main(["--setting", "lenet5@0.3", "--ids", "0,1", "--seeds", "2", "--shared", str(shared_path()),
+                     "--robust", 'apgd-ce {"steps": 20}', 'noise {"draws": 1}', *aa, "--out", str(out)])
+    assert rc == 0
+    got = json.loads(out.read_text())
+    assert got["rows"] == [0, 1] and got["seeds"] == 2 and len(got["wrong_classes_by_logit"][0]) == 9
+    runs = got["robust"]['apgd-ce {"steps": 20}']
+    assert [r["broken"] for r in runs] == [[1, 1], [1, 1]] and all(m > 0 for r in runs for m in r["margin"])
+    assert all(len(r["broken"]) == 2 for r in got["robust"]['noise {"draws": 1}'])
+    if aa:
+        assert [r["broken"] for r in got["autoattack"]["apgd-ce"]] == [[1, 1], [1, 1]]
+    assert probe.main(["--setting", "nonet@0.3", "--ids", "0", "--out", str(out)]) == 2
