@@ -14,7 +14,8 @@ from robustbench_cli.evaluation import Battery, Entry, evaluate
 from robustbench_cli.targets.pytorch import TorchTarget
 
 THREAT = ThreatModel(Norm.LINF, 0.2, "0.2")
-SQUARE = Battery("sq", 1, [Entry("square", "square", {"max_queries": 200})])
+# 400 queries x 30 samples: over FAST_ROUTE_MIN, so the scans below make the export (cascade.plan_fast_route)
+SQUARE = Battery("sq", 1, [Entry("square", "square", {"max_queries": 400})])
 
 
 def test_export_answers_like_the_module():
@@ -98,3 +99,101 @@ def test_the_export_leaves_batchnorm_and_dropout_in_inference_mode():
     torch.testing.assert_close(t.scores(x), before, atol=0, rtol=0)
     assert all(torch.equal(stats[k], v) for k, v in net.state_dict().items())
     torch.testing.assert_close(fast, before, atol=1e-4, rtol=1e-4)
+
+
+# --- the plan: an export only where it repays ---------------------------------------------------------------------
+class _Counting(TorchTarget):
+    """Counts the rows its fast route answers."""
+
+    fast_rows = 0
+
+    def _fast_batch(self, x):
+        self.fast_rows += len(x)
+        return super()._fast_batch(x)
+
+
+def _attacks_that_run_on_a_white_box():
+    from robustbench_cli.attacks import REGISTRY
+
+    # transfer and generative attacks need surrogates or a trained generator; their bound is 0 by construction (the
+    # target only answers the harness's verification), which test_a_surrogate_only_attack_asks_the_target_nothing checks
+    return sorted(k for k, c in REGISTRY.items() if c.family in ("gradient", "query", "baseline")
+                  and not k.startswith("probe-"))
+
+
+SMALL = {"square": {"max_queries": 60}, "hopskipjump": {"max_queries": 60}, "pgd-nes": {"steps": 3},
+         "pgd-spsa": {"steps": 3}, "pgd-fd": {"steps": 1}, "noise": {"draws": 7}, "apgd-ce": {"steps": 5},
+         "apgd-dlr": {"steps": 5}, "apgd-t": {"steps": 5, "targets": 3}, "pgd": {"steps": 5, "restarts": 2},
+         "fmn": {"steps": 5}, "cw-l2": {"steps": 5}, "lecture": {"steps": 3}}
+
+
+def test_every_attack_asks_at_most_its_planned_forward_queries():
+    """The plan's count is an upper bound: for every attack that runs on a white box, the rows its fast route
+    answered on a batch are at most ``forward_queries`` per sample (an attack asking more would make the plan skip an
+    export that pays)."""
+    from robustbench_cli.attacks import create
+    from robustbench_cli.attacks.base import Goal
+    from robustbench_cli.attacks.rng import SampleRng
+    from robustbench_cli.targets.base import Oracle
+
+    data = load_eval_set("mnist", n=6, offset=2000)
+    x0, y = torch.as_tensor(data.x), torch.as_tensor(data.y)
+    names = _attacks_that_run_on_a_white_box()
+    assert {"square", "noise", "apgd-t", "pgd-nes", "hopskipjump"} <= set(names)
+    for name in names:
+        attack = create(name, **SMALL.get(name, {}))
+        threat = ThreatModel(Norm.LINF, 0.05, "0.05") if Norm.LINF in attack.norms else ThreatModel(Norm.L2, 1.0, "1")
+        t = _Counting(zoo.load(), "cnn", num_classes=10)
+        t.detect_output_kind(t.scores(x0))
+        attack.run(Oracle(t, len(x0)), x0, Goal(y, False), threat, SampleRng(0, name, data.ids))
+        bound = attack.forward_queries(tuple(data.sample_shape))
+        assert t.fast_rows <= bound * len(x0), (name, t.fast_rows, bound)
+
+
+def test_a_surrogate_only_attack_asks_the_target_nothing():
+    from robustbench_cli.attacks import create
+
+    for name in ("mi-fgsm", "di-fgsm", "mi-di-fgsm", "generator"):
+        try:
+            attack = create(name)
+        except (TypeError, ValueError):  # the generator needs its network: its class says the same
+            from robustbench_cli.attacks import REGISTRY
+
+            assert REGISTRY[name].forward_queries(object.__new__(REGISTRY[name]), (1, 28, 28)) == 0
+            continue
+        assert attack.forward_queries((1, 28, 28)) == 0
+
+
+def test_a_scan_that_cannot_repay_the_export_does_not_make_it():
+    """A white-box quick check (FGSM, 5 noise draws, 30 samples: 240 forward-only queries at most) never exports; the
+    report says why, and the numbers are exactly those of the module route."""
+    data = load_eval_set("mnist", n=30, offset=2000)
+    battery = Battery("q", 1, [Entry("fgsm", "fgsm"), Entry("noise", "noise", {"draws": 5}, independent=True)])
+    runs, reports = [], []
+    for fast in (True, False):
+        t = _Counting(zoo.load(), "cnn", num_classes=10)
+        t.fast_forward = fast
+        out = evaluate(t, data, [THREAT], battery, seed=0)
+        runs.append(out.results[0])
+        reports.append(out.target)
+        assert t.fast_rows == 0 and t._session is None and "fast_forward" not in t.details
+    assert reports[0]["fast_forward"].startswith("off: the battery asks at most 240 forward-only queries")
+    assert "fast_forward" not in reports[1]  # the user turned it off: nothing to explain
+    assert np.array_equal(runs[0].robust, runs[1].robust) and np.array_equal(runs[0].queries, runs[1].queries)
+    np.testing.assert_array_equal(runs[0].best_margin, runs[1].best_margin)
+
+
+def test_a_shard_plans_with_the_whole_set():
+    """Square (400 queries) on 30 samples repays the export, 10 samples alone would not: each of 3 shards exports
+    as the whole scan does, because the plan counts the whole set (ShardSync.total), not the shard's rows."""
+    from robustbench_cli.evaluation.shards import Shard, ShardSync, head
+
+    data = load_eval_set("mnist", n=30, offset=2000)
+    for i in (1, 2, 3):
+        shard = Shard(i, 3)
+        t = _Counting(zoo.load(), "cnn", num_classes=10)
+        evaluate(t, shard.take(data), [THREAT], SQUARE, seed=0, sync=ShardSync(shard, head(data), {}, len(data)))
+        assert t.fast_rows > 0 and t.details["fast_forward"] == "onnxruntime"
+    alone = _Counting(zoo.load(), "cnn", num_classes=10)
+    evaluate(alone, Shard(1, 3).take(data), [THREAT], SQUARE, seed=0)
+    assert alone.fast_rows == 0  # the same 10 samples as a scan of their own: 4,000 queries do not repay it

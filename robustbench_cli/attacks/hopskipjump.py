@@ -56,6 +56,9 @@ class HopSkipJump(Attack):
         self.stop_at_epsilon = stop_at_epsilon
         self._max_probe_rows = max_probe_rows
 
+    def forward_queries(self, sample_shape: tuple[int, ...]) -> int:
+        return self.max_queries
+
     def run(self, oracle, x0, goal, threat, rng):
         n = len(x0)
         self._oracle, self._goal, self._lo_hi = oracle, goal, oracle.target.bounds

@@ -31,6 +31,9 @@ class Noise(Attack):
             raise ValueError("draws must be >= 1")
         self.draws = draws
 
+    def forward_queries(self, sample_shape: tuple[int, ...]) -> int:
+        return self.draws
+
     def run(self, oracle, x0, goal, threat, rng):
         bounds = oracle.target.bounds
         out = x0.clone()

@@ -224,6 +224,9 @@ class _Transfer(PGD):
         elif self._diverse:  # without surrogates nothing runs, but the report still shows the settings
             self._di = {"diversity": diversity, "resize": resize, "resize_mode": resize_mode, "copies": copies}
 
+    def forward_queries(self, sample_shape: tuple[int, ...]) -> int:
+        return 0  # the surrogates are asked; the target only answers the harness's verification
+
     def config(self) -> dict:
         cfg = {k: v for k, v in super().config().items() if k not in ("restarts", "random_start", "early_stop")}
         if not self._surrogates:

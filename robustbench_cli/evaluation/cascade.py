@@ -41,6 +41,10 @@ Progress = Callable[[str, int, int], None]
 PROBE_ROWS = max(diagnostics.PROBE_ROWS, 64)  # rows the probes and the certifier's self-check look at
 # --precision: the dtype the attacks' own passes autocast to (None: float32, no autocast)
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Forward-only queries a scan must be able to ask before a PyTorch target's onnxruntime export pays: on the embedded
+# MNIST CNN the export and its check took 1.3 s and saved 0.12-0.34 ms a query (benchmarks/README.md); twice the
+# break-even, so that a scan near it does not pay for a route it barely uses
+FAST_ROUTE_MIN = 10_000
 
 
 def evaluate(
@@ -83,6 +87,7 @@ def evaluate(
     mode = ("auto" if battery.certify else None) if certify is None else ("all" if certify else None)
     run = _Run(target, data, battery, seed, batch_size, targeted, queries, progress, keep_adversarials, state,
                deadline, mode, sync, PRECISIONS[precision])
+    run.plan_fast_route(threats)
     if refuse_randomised and diagnostics.randomised(run.out.probes):
         raise TargetError(
             f"the model {target.name} gives different scores for the same inputs (max difference "
@@ -190,6 +195,26 @@ class _Run:
         self.out = Evaluation(target=target.describe(), results=[], clean_seconds=time.perf_counter() - t0,
                               probes=diagnostics.probe(target, self.head_x, self.head_scores, head_y))
         self._certifier: tuple | None = None  # built on first use, shared by the threats
+        self.fast = True  # plan_fast_route decides
+
+    # --- the fast route ------------------------------------------------------------------------------------
+    def plan_fast_route(self, threats: list[ThreatModel]) -> None:
+        """Whether the attacks' forward-only queries may use the target's faster stand-in (a PyTorch model's
+        onnxruntime export, made on first use): only when the battery can ask at least FAST_ROUTE_MIN of them over
+        the whole set. Below that the export costs more than it saves. A plan on counts, made before any attack from
+        the battery and the whole set's size, so a shard decides as the whole scan does (a clock would not)."""
+        n = self.sync.total if self.sync is not None else len(self.data)
+        shape = tuple(self.data.sample_shape)
+        dim = int(np.prod(shape))
+        per_sample = 0
+        for threat in threats:
+            runnable, _ = self.battery.applicable_to(self.target, threat, dim)
+            per_sample += sum(attack.forward_queries(shape) for _, attack in runnable)
+        planned = n * per_sample
+        self.fast = planned >= FAST_ROUTE_MIN
+        if not self.fast and getattr(self.target, "fast_forward", False):
+            self.out.target["fast_forward"] = (f"off: the battery asks at most {planned:,} forward-only queries, under "
+                                               f"the {FAST_ROUTE_MIN:,} that repay an export")
 
     # --- the deadline ---------------------------------------------------------------------------------------
     def time_is_up(self) -> bool:
@@ -363,6 +388,7 @@ class _Run:
         budget = None if self.queries is None else max(self.queries - held, 0)
         oracle = self.target.attack_oracle(len(idx), goal, budget=budget)
         oracle.precision = self.precision
+        oracle.fast = self.fast
         rng = SampleRng(self.seed, f"{res.threat.name}/{step.entry.label}", self.data.ids[idx], self.device)
         raw = step.attack.run(oracle, x0, goal, res.threat, rng)
         if self.queries is not None:

@@ -112,6 +112,7 @@ class ShardSync:
     shard: Shard
     head: EvalSet
     decisions: dict[str, Any] = field(default_factory=dict)
+    total: int = 0  # samples in the whole set (the fast-route plan counts them, cascade.py)
 
     def get(self, unit: str, point: str, label: str = "") -> Any:
         return self.decisions.get(decision_key(unit, point, label))

@@ -248,6 +248,9 @@ class Oracle:
         self.used = torch.zeros(n, dtype=torch.int64)
         self.exhausted = torch.zeros(n, dtype=torch.bool)
         self.count_gradients = count_gradients
+        # False: the attacks' forward-only queries go to the model itself too (the scan planned that a faster
+        # stand-in would not repay its making: evaluation/cascade.py)
+        self.fast = True
         # --precision: the attacks' own forward and backward passes run under autocast in this dtype; the
         # harness's ``exact`` queries never do (a success is judged on the model as it is, in float32)
         self.precision: torch.dtype | None = None
@@ -314,7 +317,7 @@ class Oracle:
 
     def _ask(self, x: torch.Tensor, exact: bool) -> torch.Tensor:
         if exact or self.precision is None:
-            return self.target.scores(x, fast=not exact)
+            return self.target.scores(x, fast=self.fast and not exact)
         with self.reduced():  # the model's own route: a faster float32 stand-in would not be reduced precision
             return self.target.scores(x).float()
 
