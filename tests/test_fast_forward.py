@@ -123,7 +123,7 @@ def _attacks_that_run_on_a_white_box():
 
 SMALL = {"square": {"max_queries": 60}, "hopskipjump": {"max_queries": 60}, "pgd-nes": {"steps": 3},
          "pgd-spsa": {"steps": 3}, "pgd-fd": {"steps": 1}, "noise": {"draws": 7}, "apgd-ce": {"steps": 5},
-         "apgd-dlr": {"steps": 5}, "apgd-t": {"steps": 5, "targets": 3}, "pgd": {"steps": 5, "restarts": 2},
+         "apgd-dlr": {"steps": 5}, "apgd-t": {"steps": 5, "targets": 3}, "fgsm-targets": {}, "pgd": {"steps": 5, "restarts": 2},
          "fmn": {"steps": 5}, "cw-l2": {"steps": 5}, "lecture": {"steps": 3}}
 
 
@@ -146,7 +146,7 @@ def test_every_attack_asks_at_most_its_planned_forward_queries():
         t = _Counting(zoo.load(), "cnn", num_classes=10)
         t.detect_output_kind(t.scores(x0))
         attack.run(Oracle(t, len(x0)), x0, Goal(y, False), threat, SampleRng(0, name, data.ids))
-        bound = attack.forward_queries(tuple(data.sample_shape))
+        bound = attack.forward_queries(tuple(data.sample_shape), 10)
         assert t.fast_rows <= bound * len(x0), (name, t.fast_rows, bound)
 
 
@@ -159,9 +159,9 @@ def test_a_surrogate_only_attack_asks_the_target_nothing():
         except (TypeError, ValueError):  # the generator needs its network: its class says the same
             from robustbench_cli.attacks import REGISTRY
 
-            assert REGISTRY[name].forward_queries(object.__new__(REGISTRY[name]), (1, 28, 28)) == 0
+            assert REGISTRY[name].forward_queries(object.__new__(REGISTRY[name]), (1, 28, 28), 10) == 0
             continue
-        assert attack.forward_queries((1, 28, 28)) == 0
+        assert attack.forward_queries((1, 28, 28), 10) == 0
 
 
 def test_a_scan_that_cannot_repay_the_export_does_not_make_it():

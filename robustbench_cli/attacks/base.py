@@ -92,13 +92,13 @@ class Attack(ABC):
     def check_shape(self, sample_shape: tuple[int, ...]) -> None:
         """Refuse, before any work, inputs of a shape the attack cannot take (most take any shape)."""
 
-    def forward_queries(self, sample_shape: tuple[int, ...]) -> int:
-        """At most how many forward-only queries one sample costs this attack: scores without gradients, the ones a
-        target may answer from a faster stand-in (the harness's verification is not counted). The scan plans with it
-        whether that stand-in repays its making (cascade.py). Gradient attacks ask a few per pass: the clean ranking
-        of the classes, the last step's check."""
-        passes = int(getattr(self, "restarts", 1) or 1) * int(getattr(self, "targets", 1) or 1)
-        return 2 * passes + 1
+    def forward_queries(self, sample_shape: tuple[int, ...], num_classes: int) -> int:
+        """At most how many forward-only queries one sample costs this attack on a ``num_classes`` model: scores
+        without gradients, the ones a target may answer from a faster stand-in (the harness's verification is not
+        counted). The scan plans with it whether that stand-in repays its making (cascade.py). Gradient attacks ask a
+        few per pass (a pass per restart and target class): the clean ranking of the classes, the last step's check."""
+        targets = min(int(getattr(self, "targets", 1) or 1), max(num_classes - 1, 1))
+        return 2 * int(getattr(self, "restarts", 1) or 1) * targets + 1
 
     @abstractmethod
     def run(self, oracle: Oracle, x: torch.Tensor, goal: Goal, threat: ThreatModel, rng: SampleRng) -> torch.Tensor:

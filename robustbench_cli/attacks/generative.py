@@ -181,7 +181,7 @@ class GeneratorAttack(Attack):
             raise TargetError(f"generator {self.generator} takes images with {self._channels} channel(s), "
                               f"not inputs shaped {'x'.join(map(str, sample_shape))}")
 
-    def forward_queries(self, sample_shape: tuple[int, ...]) -> int:
+    def forward_queries(self, sample_shape: tuple[int, ...], num_classes: int) -> int:
         return 0  # the generator's output is the candidate: the target only answers the harness's verification
 
     def run(self, oracle, x, goal, threat, rng):

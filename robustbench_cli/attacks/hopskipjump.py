@@ -56,7 +56,7 @@ class HopSkipJump(Attack):
         self.stop_at_epsilon = stop_at_epsilon
         self._max_probe_rows = max_probe_rows
 
-    def forward_queries(self, sample_shape: tuple[int, ...]) -> int:
+    def forward_queries(self, sample_shape: tuple[int, ...], num_classes: int) -> int:
         return self.max_queries
 
     def run(self, oracle, x0, goal, threat, rng):

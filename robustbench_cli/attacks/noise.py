@@ -31,7 +31,7 @@ class Noise(Attack):
             raise ValueError("draws must be >= 1")
         self.draws = draws
 
-    def forward_queries(self, sample_shape: tuple[int, ...]) -> int:
+    def forward_queries(self, sample_shape: tuple[int, ...], num_classes: int) -> int:
         return self.draws
 
     def run(self, oracle, x0, goal, threat, rng):

@@ -60,7 +60,7 @@ class PGD(Attack):
     def config(self) -> dict:
         return {**super().config(), **self._source.config(), **({} if self._early_stop else {"early_stop": False})}
 
-    def forward_queries(self, sample_shape: tuple[int, ...]) -> int:
+    def forward_queries(self, sample_shape: tuple[int, ...], num_classes: int) -> int:
         # an estimated gradient is forward queries only: every step's probes
         per_step = 0 if self._source.requires & Capability.GRADIENTS else \
             self._source.queries_per_step(torch.empty(1, *sample_shape))

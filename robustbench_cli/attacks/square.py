@@ -117,7 +117,7 @@ class Square(Attack):
             extra.update(triage_after=self._triage[0], triage_ratio=self._triage[1])
         return {**super().config(), **extra}
 
-    def forward_queries(self, sample_shape: tuple[int, ...]) -> int:
+    def forward_queries(self, sample_shape: tuple[int, ...], num_classes: int) -> int:
         return self.max_queries * self._restarts
 
     def _p_init(self, norm: Norm) -> float:

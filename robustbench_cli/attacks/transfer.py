@@ -224,7 +224,7 @@ class _Transfer(PGD):
         elif self._diverse:  # without surrogates nothing runs, but the report still shows the settings
             self._di = {"diversity": diversity, "resize": resize, "resize_mode": resize_mode, "copies": copies}
 
-    def forward_queries(self, sample_shape: tuple[int, ...]) -> int:
+    def forward_queries(self, sample_shape: tuple[int, ...], num_classes: int) -> int:
         return 0  # the surrogates are asked; the target only answers the harness's verification
 
     def config(self) -> dict:

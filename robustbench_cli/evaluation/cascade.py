@@ -42,8 +42,9 @@ PROBE_ROWS = max(diagnostics.PROBE_ROWS, 64)  # rows the probes and the certifie
 # --precision: the dtype the attacks' own passes autocast to (None: float32, no autocast)
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Forward-only queries a scan must be able to ask before a PyTorch target's onnxruntime export pays: on the embedded
-# MNIST CNN the export and its check took 1.3 s and saved 0.12-0.34 ms a query (benchmarks/README.md); twice the
-# break-even, so that a scan near it does not pay for a route it barely uses
+# MNIST CNN a process's export and its check take about 1.2 s and save 0.11-0.32 ms a query, a break-even of 3,600-
+# 11,000 queries by batch size (benchmarks/bench_fast_route.py); the plan counts an upper bound, so the line sits at
+# the top of that range
 FAST_ROUTE_MIN = 10_000
 
 
@@ -206,10 +207,11 @@ class _Run:
         n = self.sync.total if self.sync is not None else len(self.data)
         shape = tuple(self.data.sample_shape)
         dim = int(np.prod(shape))
+        k = cast(int, self.target.num_classes)
         per_sample = 0
         for threat in threats:
             runnable, _ = self.battery.applicable_to(self.target, threat, dim)
-            per_sample += sum(attack.forward_queries(shape) for _, attack in runnable)
+            per_sample += sum(attack.forward_queries(shape, k) for _, attack in runnable)
         planned = n * per_sample
         self.fast = planned >= FAST_ROUTE_MIN
         if not self.fast and getattr(self.target, "fast_forward", False):
