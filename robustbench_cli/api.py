@@ -104,7 +104,7 @@ def run(cfg: ScanConfig, progress: Progress | None = None, *, state: bool = True
         shard = Shard.parse(cfg.shard)
         if decisions is None:
             check_alone(cfg.run)
-        sync, part = ShardSync(shard, head(data), dict(decisions or {}), len(data)), shard.take(data)
+        sync, part = ShardSync(shard, head(data), len(data), dict(decisions or {})), shard.take(data)
     targets = [load_target(spec) for spec in cfg.targets]
     if sync is not None:
         check_batch_independent(cfg.run, targets, data)

@@ -192,7 +192,7 @@ def test_a_shard_plans_with_the_whole_set():
     for i in (1, 2, 3):
         shard = Shard(i, 3)
         t = _Counting(zoo.load(), "cnn", num_classes=10)
-        evaluate(t, shard.take(data), [THREAT], SQUARE, seed=0, sync=ShardSync(shard, head(data), {}, len(data)))
+        evaluate(t, shard.take(data), [THREAT], SQUARE, seed=0, sync=ShardSync(shard, head(data), len(data)))
         assert t.fast_rows > 0 and t.details["fast_forward"] == "onnxruntime"
     alone = _Counting(zoo.load(), "cnn", num_classes=10)
     evaluate(alone, Shard(1, 3).take(data), [THREAT], SQUARE, seed=0)

@@ -106,13 +106,13 @@ def decision_key(unit: str, point: str, label: str = "") -> str:
 
 @dataclass
 class ShardSync:
-    """What a shard needs besides its samples: which shard it is, the head of the whole set, and the decisions the
-    driver took so far (key -> decision, JSON-able)."""
+    """What a shard needs besides its samples: which shard it is, the head and the size of the whole set, and the
+    decisions the driver took so far (key -> decision, JSON-able)."""
 
     shard: Shard
     head: EvalSet
+    total: int  # samples in the whole set (the fast-route plan counts them, cascade.py)
     decisions: dict[str, Any] = field(default_factory=dict)
-    total: int = 0  # samples in the whole set (the fast-route plan counts them, cascade.py)
 
     def get(self, unit: str, point: str, label: str = "") -> Any:
         return self.decisions.get(decision_key(unit, point, label))
