@@ -254,7 +254,9 @@ class _AALog(logging.Handler):
             self.warnings.append(msg)
 
 
-def run_autoattack(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, bs: int, seed: int):
+def run_autoattack(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, bs: int, seed: int,
+                   attacks: list[str] | None = None):
+    """AutoAttack's standard version, or with ``attacks`` only those of its attacks (``version="custom"``)."""
     from pyautoattack import AutoAttack
 
     log = _AALog()
@@ -265,7 +267,8 @@ def run_autoattack(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
     logger.propagate = False  # AutoAttack's progress lines stay out of the terminal
     try:
         t0 = time.perf_counter()
-        adversary = AutoAttack(net, norm="Linf", eps=eps, version="standard", device="cpu", seed=seed)
+        adversary = AutoAttack(net, norm="Linf", eps=eps, version="custom" if attacks else "standard",
+                               **({"attacks": attacks} if attacks else {}), device="cpu", seed=seed)
         x_adv, y_adv = adversary.run_standard_evaluation(x, y, batch_size=bs)
         seconds = time.perf_counter() - t0
     finally:
@@ -281,6 +284,15 @@ def run_robust(target, ev, threat, battery, bs: int, seed: int):
     t0 = time.perf_counter()
     out = evaluate(target, ev, [threat], battery, seed=seed, batch_size=bs)
     return out.results[0], time.perf_counter() - t0
+
+
+def check_adversarials(net: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, eps: float, bs: int):
+    """AutoAttack's adversarials, checked here: (Linf distance, inside the ball and the box, broken = inside and
+    misclassified by the net), per sample."""
+    n = len(x)
+    dist = (x_adv - x).abs().reshape(n, -1).amax(dim=1)
+    inside = (dist <= eps + 1e-6) & (x_adv.reshape(n, -1).amin(1) >= 0) & (x_adv.reshape(n, -1).amax(1) <= 1)
+    return dist, inside, inside & (predict(net, x_adv, bs) != y)
 
 
 @torch.no_grad()
@@ -366,11 +378,8 @@ def main(argv=None) -> int:
             else:
                 res, robust_s = run_robust(target, ev, threat, battery, bs, args.seed)
 
-        # AutoAttack's adversarials, checked here: inside the ball and the box, then misclassified by the net
-        dist = (x_adv - x).abs().reshape(n, -1).amax(dim=1)
-        inside = (dist <= eps + 1e-6) & (x_adv.reshape(n, -1).amin(1) >= 0) & (x_adv.reshape(n, -1).amax(1) <= 1)
-        adv_pred = predict(net, x_adv, bs)
-        aa_broken = (inside & (adv_pred != y)).numpy() | ~clean_ok
+        dist, inside, broken = check_adversarials(net, x, x_adv, y, eps, bs)
+        aa_broken = broken.numpy() | ~clean_ok
         aa_robust = ~aa_broken
         aa_reported = (y_adv == y).numpy()  # AutoAttack's own flags (its last prediction per sample)
         r_robust = res.robust.astype(bool)

@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 import probe_standard  # noqa: E402,F401  (registers the probe attacks)
-from bench_autoattack import FULL_N, MODELS, Net, build_target, load_images, predict  # noqa: E402
+from bench_autoattack import FULL_N, MODELS, Net, build_target, check_adversarials, load_images, run_autoattack  # noqa: E402
 
 
 def robust_runs(target, sub, threat, attack: str, params: dict, seeds: int) -> list[dict]:
@@ -50,19 +50,11 @@ def robust_runs(target, sub, threat, attack: str, params: dict, seeds: int) -> l
 
 
 def autoattack_runs(net, x, y, eps: float, attack: str, seeds: int) -> list[dict]:
-    from pyautoattack import AutoAttack
-
     runs = []
     for seed in range(seeds):
-        t0 = time.perf_counter()
-        adversary = AutoAttack(net, norm="Linf", eps=eps, version="custom", attacks=[attack], device="cpu", seed=seed)
-        out = adversary.run_standard_evaluation(x, y, batch_size=256)
-        x_adv = out[0] if isinstance(out, tuple) else out
-        n = len(y)
-        inside = ((x_adv - x).abs().reshape(n, -1).amax(1) <= eps + 1e-6) & (x_adv.reshape(n, -1).amin(1) >= 0) \
-            & (x_adv.reshape(n, -1).amax(1) <= 1)
-        broken = inside & (predict(net, x_adv, 256) != y)
-        runs.append({"seed": seed, "broken": broken.int().tolist(), "seconds": time.perf_counter() - t0})
+        x_adv, _, seconds, _ = run_autoattack(net, x, y, eps, 256, seed, attacks=[attack])
+        _, _, broken = check_adversarials(net, x, x_adv, y, eps, 256)
+        runs.append({"seed": seed, "broken": broken.int().tolist(), "seconds": seconds})
     return runs
 
 

@@ -154,14 +154,7 @@ def test_a_surrogate_only_attack_asks_the_target_nothing():
     from robustbench_cli.attacks import create
 
     for name in ("mi-fgsm", "di-fgsm", "mi-di-fgsm", "generator"):
-        try:
-            attack = create(name)
-        except (TypeError, ValueError):  # the generator needs its network: its class says the same
-            from robustbench_cli.attacks import REGISTRY
-
-            assert REGISTRY[name].forward_queries(object.__new__(REGISTRY[name]), (1, 28, 28), 10) == 0
-            continue
-        assert attack.forward_queries((1, 28, 28), 10) == 0
+        assert create(name).forward_queries((1, 28, 28), 10) == 0
 
 
 def test_a_scan_that_cannot_repay_the_export_does_not_make_it():
